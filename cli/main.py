@@ -1,0 +1,221 @@
+"""The `sketchtext` command line: a thin front end over `sketchtext.plugin`."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from sketchtext.plugin.errors import SketchTextError
+from sketchtext.plugin.settings import Settings, load_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class State:
+    """What the group's options give every command."""
+
+    def __init__(self, config: Path | None, data_dir: Path | None, verbose: int) -> None:
+        self.config = config
+        self.data_dir = data_dir
+        self.verbose = verbose
+
+    def settings(self, **groups: dict[str, Any]) -> Settings:
+        overrides: dict[str, Any] = {
+            name: {k: v for k, v in values.items() if v is not None} for name, values in groups.items()
+        }
+        if self.data_dir is not None:
+            overrides["data_dir"] = self.data_dir
+        return load_settings(self.config, **{k: v for k, v in overrides.items() if v})
+
+
+def friendly_errors(func: F) -> F:
+    """Turn project errors into one line on stderr and exit code 1 (a traceback with -v)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except SketchTextError as exc:
+            if click.get_current_context().find_object(State).verbose:
+                raise
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def model_options(func: F) -> F:
+    """--model/--device/--precision/--batch-size, shared by commands that load a model."""
+    func = click.option("--batch-size", type=click.IntRange(min=1), help="Images per encoder pass.")(func)
+    func = click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="Model precision.")(
+        func
+    )
+    func = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where the model runs.")(func)
+    func = click.option("--model", "model_spec", help="Model spec, e.g. open_clip:ViT-B-32@laion2b_s34b_b79k.")(func)
+    func = click.option("--collection", help="Qdrant collection.")(func)
+    return func
+
+
+def settings_from(
+    state: State,
+    model_spec: str | None,
+    device: str | None,
+    precision: str | None,
+    batch_size: int | None,
+    collection: str | None,
+) -> Settings:
+    return state.settings(
+        model={"spec": model_spec, "device": device, "precision": precision, "batch_size": batch_size},
+        store={"collection": collection},
+    )
+
+
+@click.group()
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path), help="TOML settings file.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Where the embedded store lives.")
+@click.option("-v", "--verbose", count=True, help="More logging; tracebacks on errors.")
+@click.version_option(package_name="sketchtext")
+@click.pass_context
+def main(ctx: click.Context, config: Path | None, data_dir: Path | None, verbose: int) -> None:
+    """sketchtext: sketch + text composed search for Qdrant-backed image search."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    ctx.obj = State(config, data_dir, verbose)
+
+
+@main.command()
+@click.argument("catalog", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@model_options
+@click.option("--prune", is_flag=True, help="Remove assets whose files are gone.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_obj
+@friendly_errors
+def ingest(
+    state: State,
+    catalog: Path,
+    model_spec: str | None,
+    device: str | None,
+    precision: str | None,
+    batch_size: int | None,
+    collection: str | None,
+    prune: bool,
+    as_json: bool,
+) -> None:
+    """Embed every photo under CATALOG into a Qdrant collection (new and changed files only)."""
+    from tqdm import tqdm
+
+    from sketchtext.plugin.facade import SketchTextPlugin
+
+    settings = settings_from(state, model_spec, device, precision, batch_size, collection)
+    with SketchTextPlugin(settings) as plugin, tqdm(unit="img", desc="ingest", disable=as_json) as bar:
+
+        def advance(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done)
+
+        summary = plugin.ingest(catalog, prune=prune, progress=advance)
+    report = summary.as_dict()
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(
+        f"{report['collection']}: {report['embedded']} embedded, {report['unchanged']} unchanged, "
+        f"{report['failed']} failed, {report['pruned']} pruned of {report['total']} files "
+        f"in {report['seconds']:.1f}s"
+    )
+    for failure in report["failures"]:
+        click.echo(f"  failed: {failure['key']}: {failure['reason']}")
+
+
+@main.command()
+@click.option("--sketch", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="A sketch image.")
+@click.option("--text", help="Words for what the sketch cannot show.")
+@click.option("--category", multiple=True, help="Only this category (repeat for any of several).")
+@click.option("--scene", multiple=True, help="Only this scene (repeat for any of several).")
+@click.option("--limit", type=click.IntRange(min=1), default=10, show_default=True)
+@model_options
+@click.option("--json", "as_json", is_flag=True, help="Print hits as JSON.")
+@click.pass_obj
+@friendly_errors
+def search(
+    state: State,
+    sketch: Path | None,
+    text: str | None,
+    category: tuple[str, ...],
+    scene: tuple[str, ...],
+    limit: int,
+    model_spec: str | None,
+    device: str | None,
+    precision: str | None,
+    batch_size: int | None,
+    collection: str | None,
+    as_json: bool,
+) -> None:
+    """Search the collection with a sketch, words, or both."""
+    from sketchtext.plugin.facade import SketchTextPlugin
+    from sketchtext.plugin.search import SketchTextQuery
+
+    settings = settings_from(state, model_spec, device, precision, batch_size, collection)
+    query = SketchTextQuery(
+        sketch=sketch,
+        text=text,
+        category=list(category) or None,
+        scene=list(scene) or None,
+        limit=limit,
+    )
+    with SketchTextPlugin(settings) as plugin:
+        hits = plugin.search(query)
+    if as_json:
+        click.echo(
+            json.dumps(
+                [{"id": str(h.id), "score": h.score, "key": h.key, "asset": h.asset} for h in hits],
+                indent=2,
+                default=str,
+            )
+        )
+        return
+    if not hits:
+        click.echo("no hits")
+    for rank, hit in enumerate(hits, start=1):
+        asset = hit.asset or {}
+        click.echo(f"{rank:3d}. {hit.score:.4f}  {hit.key}  sku={asset.get('sku')}  category={asset.get('category')}")
+
+
+@main.group()
+def db() -> None:
+    """Manage the metadata database schema."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@click.pass_obj
+@friendly_errors
+def db_upgrade(state: State, revision: str) -> None:
+    """Apply migrations (SKETCHTEXT_DB__URL, or the embedded SQLite file)."""
+    from sketchtext.plugin.db import MetadataDB
+
+    database = MetadataDB(state.settings().database_url)
+    database.upgrade(revision)
+    click.echo(f"database at revision {database.current_revision()}")
+
+
+@db.command("downgrade")
+@click.argument("revision")
+@click.pass_obj
+@friendly_errors
+def db_downgrade(state: State, revision: str) -> None:
+    """Revert migrations down to REVISION ('base' removes every table)."""
+    from sketchtext.plugin.db import MetadataDB
+
+    database = MetadataDB(state.settings().database_url)
+    database.downgrade(revision)
+    click.echo(f"database at revision {database.current_revision()}")

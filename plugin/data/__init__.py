@@ -1,0 +1,1 @@
+"""Data files shipped with sketchtext (model configs, prompt sets)."""

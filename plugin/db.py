@@ -1,0 +1,297 @@
+"""SQL metadata (SQLAlchemy 2): what was ingested, from which file, with which model. The source of truth."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Enum,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    delete,
+    event,
+    select,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from sketchtext.plugin.errors import DatabaseError, DatabaseUnavailableError
+
+# Fixed namespace so that asset ids (and Qdrant point ids) are the same on every machine and every retry.
+ASSET_NAMESPACE = uuid.UUID("7d0c3a52-5f38-4c1e-9a8e-3b1f1c0d5e21")
+
+
+def asset_id(collection: str, key: str) -> uuid.UUID:
+    """The deterministic id of an asset, shared by its SQL row and its Qdrant point."""
+    return uuid.uuid5(ASSET_NAMESPACE, f"{collection}\x00{key}")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class AssetStatus(enum.StrEnum):
+    PENDING = "pending"
+    EMBEDDED = "embedded"
+    FAILED = "failed"
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON}
+
+
+class Asset(Base):
+    __tablename__ = "assets"
+    __table_args__ = (UniqueConstraint("collection", "key", name="uq_assets_collection_key"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    collection: Mapped[str] = mapped_column(String(255), index=True)
+    key: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    size: Mapped[int | None] = mapped_column(Integer)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    category: Mapped[str | None] = mapped_column(String(255), index=True)
+    scene: Mapped[str | None] = mapped_column(String(255))
+    sku: Mapped[str | None] = mapped_column(String(255))
+    title: Mapped[str | None] = mapped_column(Text)
+    host_id: Mapped[str | None] = mapped_column(String(255))
+    extra: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[AssetStatus] = mapped_column(
+        Enum(
+            AssetStatus,
+            name="asset_status",
+            native_enum=False,
+            length=16,
+            values_callable=lambda e: [m.value for m in e],
+        ),
+        default=AssetStatus.PENDING,
+        index=True,
+    )
+    error: Mapped[str | None] = mapped_column(Text)
+    model_fingerprint: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    embedded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class IngestRun(Base):
+    __tablename__ = "ingest_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    collection: Mapped[str] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(Text)
+    model_fingerprint: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    embedded: Mapped[int] = mapped_column(Integer, default=0)
+    unchanged: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    pruned: Mapped[int] = mapped_column(Integer, default=0)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the CLI read progress while a writer works; the busy timeout makes writers wait, not fail.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for a SQLAlchemy URL; `postgresql://` is taken to mean psycopg 3."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    try:
+        engine = create_engine(url, pool_pre_ping=True)
+    except (SQLAlchemyError, ImportError, ValueError) as exc:
+        raise DatabaseError(f"Invalid database URL {url!r}: {exc}. Use sqlite:///PATH or postgresql://…") from exc
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def alembic_config(engine: Engine) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    with resources.as_file(resources.files("sketchtext.migrations")) as folder:
+        config.set_main_option("script_location", str(folder))
+    config.attributes["engine"] = engine
+    return config
+
+
+class MetadataDB:
+    """Asset and run metadata in a SQL database (SQLite file or PostgreSQL)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A transaction: committed on success, rolled back on error; driver errors become DatabaseError."""
+        session = self._sessions()
+        try:
+            yield session
+            session.commit()
+        except OperationalError as exc:
+            session.rollback()
+            raise DatabaseUnavailableError(
+                f"The metadata database at {self.engine.url.render_as_string(hide_password=True)} is unreachable "
+                f"or locked: {exc.orig}. Check that it runs and SKETCHTEXT_DB__URL points at it."
+            ) from exc
+        except SQLAlchemyError as exc:
+            session.rollback()
+            raise DatabaseError(f"Database error: {exc}") from exc
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    # -- schema
+    def upgrade(self, revision: str = "head") -> None:
+        """Apply Alembic migrations up to `revision`."""
+        from alembic import command
+
+        try:
+            command.upgrade(alembic_config(self.engine), revision)
+        except OperationalError as exc:
+            raise DatabaseUnavailableError(f"Cannot migrate {self.url}: {exc.orig}") from exc
+
+    def downgrade(self, revision: str) -> None:
+        from alembic import command
+
+        command.downgrade(alembic_config(self.engine), revision)
+
+    def current_revision(self) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+
+        try:
+            with self.engine.connect() as connection:
+                return MigrationContext.configure(connection).get_current_revision()
+        except OperationalError as exc:
+            raise DatabaseUnavailableError(
+                f"Cannot connect to {self.engine.url.render_as_string(hide_password=True)}: {exc.orig}. "
+                "Check that the database runs and SKETCHTEXT_DB__URL is right."
+            ) from exc
+
+    def head_revision(self) -> str | None:
+        from alembic.script import ScriptDirectory
+
+        return ScriptDirectory.from_config(alembic_config(self.engine)).get_current_head()
+
+    def ensure_schema(self, *, auto_upgrade: bool) -> None:
+        """Upgrade when allowed (the embedded SQLite default), else insist the schema is current."""
+        if self.current_revision() == self.head_revision():
+            return
+        if auto_upgrade:
+            self.upgrade()
+            return
+        raise DatabaseError(
+            f"The database schema at {self.engine.url.render_as_string(hide_password=True)} is not current; "
+            "run `sketchtext db upgrade` first."
+        )
+
+    # -- assets
+    def assets_by_key(self, collection: str, keys: Sequence[str]) -> dict[str, Asset]:
+        with self.session() as session:
+            ids = [asset_id(collection, key) for key in keys]
+            rows = session.scalars(select(Asset).where(Asset.id.in_(ids))).all()
+            return {row.key: row for row in rows}
+
+    def assets_by_id(self, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Asset]:
+        with self.session() as session:
+            rows = session.scalars(select(Asset).where(Asset.id.in_(list(ids)))).all()
+            return {row.id: row for row in rows}
+
+    def save_assets(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert or update asset rows given as column dicts (each with `collection` and `key`)."""
+        if not rows:
+            return
+        with self.session() as session:
+            existing = {
+                a.id: a
+                for a in session.scalars(
+                    select(Asset).where(Asset.id.in_([asset_id(r["collection"], r["key"]) for r in rows]))
+                )
+            }
+            for row in rows:
+                ident = asset_id(row["collection"], row["key"])
+                asset = existing.get(ident)
+                if asset is None:
+                    session.add(Asset(id=ident, **row))
+                else:
+                    for name, value in row.items():
+                        setattr(asset, name, value)
+
+    def mark_embedded(self, collection: str, keys: Sequence[str], fingerprint: str) -> None:
+        if not keys:
+            return
+        now = utcnow()
+        with self.session() as session:
+            for asset in session.scalars(select(Asset).where(Asset.id.in_([asset_id(collection, k) for k in keys]))):
+                asset.status = AssetStatus.EMBEDDED
+                asset.error = None
+                asset.model_fingerprint = fingerprint
+                asset.embedded_at = now
+
+    def keys(self, collection: str) -> set[str]:
+        with self.session() as session:
+            return set(session.scalars(select(Asset.key).where(Asset.collection == collection)))
+
+    def delete_assets(self, collection: str, keys: Sequence[str]) -> None:
+        if not keys:
+            return
+        with self.session() as session:
+            session.execute(delete(Asset).where(Asset.id.in_([asset_id(collection, k) for k in keys])))
+
+    def status_counts(self, collection: str) -> dict[str, int]:
+        from sqlalchemy import func
+
+        with self.session() as session:
+            rows = session.execute(
+                select(Asset.status, func.count()).where(Asset.collection == collection).group_by(Asset.status)
+            )
+            return {str(status.value): int(count) for status, count in rows}
+
+    # -- runs
+    def start_run(self, collection: str, source: str, fingerprint: str, total: int) -> int:
+        with self.session() as session:
+            run = IngestRun(collection=collection, source=source, model_fingerprint=fingerprint, total=total)
+            session.add(run)
+            session.flush()
+            return run.id
+
+    def finish_run(self, run_id: int, status: str, **counts: int) -> None:
+        with self.session() as session:
+            run = session.get(IngestRun, run_id)
+            if run is None:
+                raise DatabaseError(f"Ingest run {run_id} does not exist.")
+            run.status = status
+            run.finished_at = utcnow()
+            for name, value in counts.items():
+                setattr(run, name, value)
+
+    def latest_runs(self, limit: int = 10) -> list[IngestRun]:
+        with self.session() as session:
+            return list(session.scalars(select(IngestRun).order_by(IngestRun.id.desc()).limit(limit)))

@@ -1,0 +1,211 @@
+"""The CLIP model: spec parsing, loading (pretrained tag or local checkpoint), batched image and text encoding.
+
+torch and open_clip are imported inside functions so that importing the library stays light.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from sketchtext.plugin.errors import ConfigError, ModelError, ModelUnavailableError
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+log = logging.getLogger(__name__)
+
+RANDOM_INIT_SEED = 0
+CHECKPOINT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """`open_clip:ARCH[@TAG_OR_PATH]`: an open_clip architecture with a pretrained tag, a local file, or nothing
+    (seeded random weights, for tests and the generated miniature)."""
+
+    arch: str
+    weights: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ModelSpec:
+        backend, sep, rest = text.partition(":")
+        if not sep or backend != "open_clip" or not rest:
+            raise ConfigError(
+                f"Model spec {text!r} is not of the form 'open_clip:ARCH[@TAG_OR_PATH]', "
+                "e.g. 'open_clip:ViT-B-32@laion2b_s34b_b79k' or 'open_clip:ViT-B-32@/models/clip.safetensors'."
+            )
+        arch, _, weights = rest.partition("@")
+        return cls(arch=arch, weights=weights or None)
+
+    @property
+    def weights_path(self) -> Path | None:
+        """The local checkpoint file named by the spec, if it names one."""
+        if self.weights is None:
+            return None
+        if "/" in self.weights or self.weights.endswith(CHECKPOINT_SUFFIXES) or Path(self.weights).exists():
+            return Path(self.weights).expanduser()
+        return None
+
+    def __str__(self) -> str:
+        return f"open_clip:{self.arch}" + (f"@{self.weights}" if self.weights else "")
+
+
+def register_bundled_configs() -> None:
+    """Make the architectures shipped in `sketchtext.plugin.data` (e.g. `sketchtext-tiny`) known to open_clip."""
+    import open_clip
+
+    with resources.as_file(resources.files("sketchtext.plugin.data")) as folder:
+        for config in sorted(Path(folder).glob("*.json")):
+            if config.stem not in open_clip.list_models():
+                open_clip.add_model_config(config)
+
+
+def file_digest(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_fingerprint(spec: ModelSpec) -> str:
+    """What identifies the weights: a tag, a file's content hash, or the random-init seed."""
+    path = spec.weights_path
+    if path is not None:
+        return f"{spec.arch}@sha256:{file_digest(path)[:16]}"
+    if spec.weights:
+        return f"{spec.arch}@{spec.weights}"
+    return f"{spec.arch}@random-seed{RANDOM_INIT_SEED}"
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("Device 'cuda' was asked for but no CUDA GPU is visible; use --device cpu or auto.")
+    return device
+
+
+def resolve_dtype(precision: str, device: str) -> torch.dtype:
+    import torch
+
+    if precision == "auto":
+        precision = "fp16" if device == "cuda" else "fp32"
+    if precision == "fp16" and device == "cpu":
+        raise ConfigError("fp16 is not supported on the CPU; use precision bf16 or fp32.")
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def create_clip(spec: ModelSpec, device: str = "cpu") -> tuple[Any, Any, Any]:
+    """Build (model, preprocess, tokenizer) for a spec; the model is in eval mode, fp32, on `device`."""
+    import open_clip
+    import torch
+
+    register_bundled_configs()
+    if spec.arch not in open_clip.list_models():
+        raise ConfigError(
+            f"Unknown open_clip architecture {spec.arch!r}. Valid choices include: "
+            f"{', '.join(m for m in open_clip.list_models() if m.startswith(('ViT-B', 'ViT-L', 'sketchtext')))} "
+            "(see open_clip.list_models() for all)."
+        )
+    path = spec.weights_path
+    if path is not None and not path.is_file():
+        raise ModelUnavailableError(f"Checkpoint file {path} does not exist; check the path in the model spec.")
+    pretrained = str(path) if path is not None else spec.weights
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)  # random init must be reproducible: its fingerprint names the seed
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                spec.arch, pretrained=pretrained, device=device
+            )
+    except RuntimeError as exc:
+        if path is None and spec.weights and ("download" in str(exc).lower() or "connection" in str(exc).lower()):
+            raise ModelUnavailableError(
+                f"Could not obtain weights for {spec} (offline?). Download the checkpoint on a connected machine "
+                f"(e.g. open_clip_pytorch_model.bin from the model's hub page) and point at it: "
+                f"--model open_clip:{spec.arch}@/path/to/open_clip_pytorch_model.bin "
+                "(or SKETCHTEXT_MODEL__SPEC)."
+            ) from exc
+        raise ModelError(f"Could not build {spec}: {exc}") from exc
+    except Exception as exc:  # open_clip raises many types for bad tags and files
+        raise ModelError(
+            f"Could not build {spec}: {exc}. Check the pretrained tag (open_clip.list_pretrained()) or the file."
+        ) from exc
+    model.eval()
+    tokenizer = open_clip.get_tokenizer(spec.arch)
+    return model, preprocess, tokenizer
+
+
+class ClipEncoder:
+    """A loaded CLIP model that turns images and texts into L2-normalised float32 vectors."""
+
+    def __init__(
+        self, model: Any, preprocess: Any, tokenizer: Any, *, fingerprint: str, device: str, dtype: torch.dtype
+    ) -> None:
+        self.model = model.to(device=device, dtype=dtype)
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.fingerprint = fingerprint
+        self.device = device
+        self.dtype = dtype
+        self.dim = int(model.text_projection.shape[-1]) if hasattr(model, "text_projection") else 0
+        if not self.dim:
+            self.dim = int(self.model.visual.output_dim)
+
+    def preprocess_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        import torch
+
+        return torch.stack([self.preprocess(image.convert("RGB")) for image in images])
+
+    def encode_image_tensors(self, pixels: torch.Tensor) -> NDArray[np.float32]:
+        """Encode already preprocessed pixels (N, 3, H, W)."""
+        import torch
+
+        with torch.inference_mode():
+            features = self.model.encode_image(pixels.to(self.device, self.dtype, non_blocking=True))
+            return _normalised(features)
+
+    def encode_images(self, images: Sequence[Image.Image]) -> NDArray[np.float32]:
+        if not images:
+            return np.zeros((0, self.dim), np.float32)
+        return self.encode_image_tensors(self.preprocess_images(images))
+
+    def encode_texts(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        import torch
+
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        tokens = self.tokenizer(list(texts)).to(self.device)
+        with torch.inference_mode():
+            return _normalised(self.model.encode_text(tokens))
+
+
+def _normalised(features: torch.Tensor) -> NDArray[np.float32]:
+    import torch
+
+    features = torch.nn.functional.normalize(features.float(), dim=-1)
+    return features.cpu().numpy().astype(np.float32, copy=False)
+
+
+def load_encoder(spec: str | ModelSpec, *, device: str = "auto", precision: str = "fp32") -> ClipEncoder:
+    """Load a CLIP encoder for a model spec on a device at a precision."""
+    parsed = spec if isinstance(spec, ModelSpec) else ModelSpec.parse(spec)
+    resolved_device = resolve_device(device)
+    dtype = resolve_dtype(precision, resolved_device)
+    model, preprocess, tokenizer = create_clip(parsed, resolved_device)
+    log.info("loaded %s on %s as %s", parsed, resolved_device, dtype)
+    return ClipEncoder(
+        model, preprocess, tokenizer, fingerprint=weights_fingerprint(parsed), device=resolved_device, dtype=dtype
+    )

@@ -1,0 +1,63 @@
+"""The project's error hierarchy: every message says what to do next."""
+
+from __future__ import annotations
+
+
+class SketchTextError(Exception):
+    """Root of every error sketchtext raises on purpose."""
+
+
+class ConfigError(SketchTextError):
+    """A setting or model spec is malformed."""
+
+
+class ModelError(SketchTextError):
+    """A model cannot be built or loaded."""
+
+
+class ModelUnavailableError(ModelError):
+    """Weights for a model spec cannot be obtained (offline, missing file)."""
+
+
+class ModelMismatchError(SketchTextError):
+    """A collection was filled by another model or checkpoint than the one in use."""
+
+
+class StoreError(SketchTextError):
+    """The vector store (Qdrant) failed."""
+
+
+class StoreUnavailableError(StoreError):
+    """Qdrant cannot be reached or opened."""
+
+
+class CollectionNotFoundError(StoreError):
+    """The named collection does not exist."""
+
+
+class DatabaseError(SketchTextError):
+    """The metadata database failed."""
+
+
+class DatabaseUnavailableError(DatabaseError):
+    """The metadata database cannot be reached."""
+
+
+class CatalogError(SketchTextError):
+    """The catalog folder or its sidecar metadata is unusable."""
+
+
+class ImageError(SketchTextError):
+    """An image cannot be read or decoded (recorded per asset, never fatal to a run)."""
+
+
+class QueryError(SketchTextError):
+    """A search query is malformed."""
+
+
+class EmptyQueryError(QueryError):
+    """A query has neither a usable sketch nor text."""
+
+
+class InvalidSketchError(QueryError):
+    """The sketch bytes are not a readable image."""

@@ -1,0 +1,193 @@
+"""`SketchTextPlugin`: the one object a host product or a front end needs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numpy.typing import NDArray
+
+from sketchtext.plugin.db import MetadataDB
+from sketchtext.plugin.ingest import IngestContext, IngestSummary, run_ingest
+from sketchtext.plugin.search import (
+    Mode,
+    SearchHit,
+    SketchTextQuery,
+    join_hits,
+    prepare_inputs,
+    query_mode,
+    zero_shot_vectors,
+)
+from sketchtext.plugin.settings import Settings, load_settings
+from sketchtext.plugin.store import QdrantStore, build_filter
+
+if TYPE_CHECKING:
+    from qdrant_client import QdrantClient, models
+
+    from sketchtext.plugin.encoders import ClipEncoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EncodedQuery:
+    """What a host passes to its own `query_points(collection, query=..., using=..., query_filter=...)`."""
+
+    vector: NDArray[np.float32]
+    using: str | None
+    query_filter: models.Filter | None
+    limit: int
+    mode: Mode
+
+    @property
+    def query(self) -> list[float]:
+        return self.vector.tolist()
+
+
+class SketchTextPlugin:
+    """Sketch + text composed search over a Qdrant collection.
+
+    Built from settings (embedded default: a local Qdrant folder and a SQLite file under the data directory), or
+    from a host's own `QdrantClient` and collection. The model loads on first use.
+
+    Example:
+        >>> plugin = SketchTextPlugin()                                       # doctest: +SKIP
+        >>> plugin.ingest(Path("./catalog"))                                  # doctest: +SKIP
+        >>> hits = plugin.search(SketchTextQuery(sketch="boot.png", text="in tan suede", category="shoes"))
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        client: QdrantClient | None = None,
+        collection: str | None = None,
+        vector_name: str | None = None,
+        encoder: ClipEncoder | None = None,
+    ) -> None:
+        """Args:
+        settings: Configuration; `load_settings()` (environment and config file) when omitted.
+        client: A host's `QdrantClient`; when given, sketchtext uses it instead of opening its own store.
+        collection: The collection to ingest into and search; defaults to `settings.store.collection`.
+        vector_name: A named vector of the collection to hold sketchtext vectors (for host collections).
+        encoder: An already loaded encoder (shared between plugins, or a test model).
+        """
+        self.settings = settings or load_settings()
+        self.collection = collection or self.settings.store.collection
+        vector_name = vector_name or self.settings.store.vector_name
+        self._store = QdrantStore(client, vector_name=vector_name) if client is not None else None
+        self._vector_name = vector_name
+        self._encoder = encoder
+        self._db: MetadataDB | None = None
+
+    # -- parts, created on first use
+    @property
+    def encoder(self) -> ClipEncoder:
+        """The CLIP model (loaded on first use, on the GPU when there is one)."""
+        if self._encoder is None:
+            from sketchtext.plugin.encoders import load_encoder
+
+            model = self.settings.model
+            self._encoder = load_encoder(model.spec, device=model.device, precision=model.precision)
+        return self._encoder
+
+    @property
+    def store(self) -> QdrantStore:
+        if self._store is None:
+            self._store = QdrantStore.open(self.settings)
+            self._store.vector_name = self._vector_name
+        return self._store
+
+    @property
+    def db(self) -> MetadataDB:
+        if self._db is None:
+            db = MetadataDB(self.settings.database_url)
+            db.ensure_schema(auto_upgrade=db.engine.dialect.name == "sqlite")
+            self._db = db
+        return self._db
+
+    def close(self) -> None:
+        """Release the store (when sketchtext opened it) and the database connections."""
+        if self._store is not None:
+            self._store.close()
+        if self._db is not None:
+            self._db.engine.dispose()
+
+    def __enter__(self) -> SketchTextPlugin:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- ingest
+    def ingest_context(self) -> IngestContext:
+        return IngestContext(self.encoder, self.store, self.db, self.collection)
+
+    def ingest(
+        self,
+        root: Path,
+        *,
+        batch_size: int | None = None,
+        prune: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> IngestSummary:
+        """Embed every new or changed photo under `root` into the collection; record unreadable files as failed.
+
+        Args:
+            root: The catalog folder (first-level subfolders are categories; optional catalog.csv / .jsonl).
+            batch_size: Images per encoder pass; defaults to `settings.model.batch_size`.
+            prune: Also remove assets whose files are gone.
+            progress: Called as `progress(entries_in_batch, total_entries)` after each batch.
+        """
+        return run_ingest(
+            self.ingest_context(),
+            root,
+            batch_size=batch_size or self.settings.model.batch_size,
+            prune=prune,
+            progress=progress,
+        )
+
+    # -- queries
+    def encode_batch(self, queries: Sequence[SketchTextQuery]) -> list[EncodedQuery]:
+        """Encode many queries with one pass through each tower."""
+        inputs = [prepare_inputs(q) for q in queries]
+        vectors = zero_shot_vectors(self.encoder, inputs)
+        return [
+            EncodedQuery(
+                vector=vector,
+                using=self._vector_name,
+                query_filter=build_filter(query.context(), query.filters),
+                limit=query.limit,
+                mode=query_mode(*pair),
+            )
+            for query, pair, vector in zip(queries, inputs, vectors, strict=True)
+        ]
+
+    def encode(self, query: SketchTextQuery) -> EncodedQuery:
+        """The query vector, named vector and filter for a host to run with its own client.
+
+        Example:
+            >>> q = plugin.encode(SketchTextQuery(sketch=png_bytes, text="in red", category="shoes"))  # doctest: +SKIP
+            >>> client.query_points("products", query=q.query, using=q.using, query_filter=q.query_filter)
+        """
+        return self.encode_batch([query])[0]
+
+    def search_batch(self, queries: Sequence[SketchTextQuery]) -> list[list[SearchHit]]:
+        """Run many queries; results per query in score order, joined with their SQL rows."""
+        batch = self.encode_batch(queries)  # validates every query before touching the store
+        self.store.check_binding(self.collection, self.encoder.fingerprint)
+        results = []
+        for encoded in batch:
+            points = self.store.query(
+                self.collection, encoded.vector, query_filter=encoded.query_filter, limit=encoded.limit
+            )
+            results.append(join_hits(points, self.db))
+        return results
+
+    def search(self, query: SketchTextQuery) -> list[SearchHit]:
+        """Run one query and return typed hits (score, payload, SQL metadata), best first."""
+        return self.search_batch([query])[0]

@@ -1,0 +1,170 @@
+"""Queries: what a query holds, how its sketch is read, how its vector is made, and how hits meet their SQL rows."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+from sketchtext.plugin.catalog import open_image
+from sketchtext.plugin.errors import EmptyQueryError, ImageError, InvalidSketchError, QueryError
+
+if TYPE_CHECKING:
+    from qdrant_client import models
+
+    from sketchtext.plugin.db import MetadataDB
+    from sketchtext.plugin.encoders import ClipEncoder
+
+log = logging.getLogger(__name__)
+
+SketchInput = Image.Image | bytes | str | Path
+Mode = Literal["sketch", "text", "sum"]
+MAX_SKETCH_PIXELS = 16_000_000
+
+
+@dataclass(frozen=True)
+class SketchTextQuery:
+    """A search: a sketch (PIL image, bytes, path or base64 data URL), words, context filters and a limit."""
+
+    sketch: SketchInput | None = None
+    text: str | None = None
+    category: str | Sequence[str] | None = None
+    scene: str | Sequence[str] | None = None
+    filters: models.Filter | None = None
+    limit: int = 10
+
+    def context(self) -> dict[str, Any]:
+        return {"category": self.category, "scene": self.scene}
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One result: the point's id and score, its payload, and its SQL metadata row (None if it has none)."""
+
+    id: str | int
+    score: float
+    key: str | None
+    payload: dict[str, Any]
+    asset: dict[str, Any] | None = field(default=None)
+
+
+def load_sketch(value: SketchInput) -> Image.Image:
+    """Read a sketch given as a PIL image, raw bytes, a file path or a `data:image/...;base64,` URL."""
+    if isinstance(value, Image.Image):
+        return value.convert("RGB")
+    if isinstance(value, str) and value.startswith("data:"):
+        header, _, encoded = value.partition(",")
+        if ";base64" not in header:
+            raise InvalidSketchError("The sketch data URL is not base64; send data:image/png;base64,....")
+        try:
+            value = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidSketchError("The sketch data URL has invalid base64; re-encode the image.") from exc
+    if isinstance(value, str | Path):
+        path = Path(value).expanduser()
+        try:
+            value = path.read_bytes()
+        except OSError as exc:
+            raise InvalidSketchError(f"Cannot read sketch file {path}: {exc.strerror or exc}.") from exc
+    try:
+        return open_image(value, max_pixels=MAX_SKETCH_PIXELS, name="the sketch")
+    except ImageError as exc:
+        raise InvalidSketchError(f"{exc}; send a PNG or JPEG drawing.") from exc
+
+
+def is_blank(image: Image.Image) -> bool:
+    """True when an image has a single colour (an empty canvas)."""
+    return all(low == high for low, high in image.getextrema())  # type: ignore[union-attr]
+
+
+def prepare_inputs(query: SketchTextQuery) -> tuple[Image.Image | None, str | None]:
+    """The usable sketch and text of a query; a blank canvas counts as no sketch."""
+    if query.limit < 1:
+        raise QueryError(f"limit must be at least 1, got {query.limit}.")
+    sketch = load_sketch(query.sketch) if query.sketch is not None else None
+    text = query.text.strip() if query.text else None
+    if sketch is not None and is_blank(sketch):
+        if not text:
+            raise EmptyQueryError("The sketch is blank and there is no text; draw something or type a few words.")
+        log.warning("ignoring a blank sketch; searching by text alone")
+        sketch = None
+    if sketch is None and not text:
+        raise EmptyQueryError("The query has neither a sketch nor text; give at least one.")
+    return sketch, text or None
+
+
+def query_mode(sketch: Image.Image | None, text: str | None) -> Mode:
+    return "sum" if sketch is not None and text else ("sketch" if sketch is not None else "text")
+
+
+def zero_shot_vectors(
+    encoder: ClipEncoder, inputs: Sequence[tuple[Image.Image | None, str | None]]
+) -> NDArray[np.float32]:
+    """Zero-shot query vectors: sketch = image embedding, text = text embedding, both = normalised sum.
+    All sketches go through the image tower in one pass, all texts through the text tower in one pass."""
+    sketches = [s for s, _ in inputs if s is not None]
+    texts = [t for _, t in inputs if t]
+    sketch_vectors = iter(encoder.encode_images(sketches))
+    text_vectors = iter(encoder.encode_texts(texts))
+    out = np.zeros((len(inputs), encoder.dim), np.float32)
+    for row, (sketch, text) in enumerate(inputs):
+        vector = np.zeros(encoder.dim, np.float32)
+        if sketch is not None:
+            vector += next(sketch_vectors)
+        if text:
+            vector += next(text_vectors)
+        out[row] = vector / max(float(np.linalg.norm(vector)), 1e-12)
+    return out
+
+
+def asset_dict(asset: Any) -> dict[str, Any]:
+    return {
+        "key": asset.key,
+        "sku": asset.sku,
+        "title": asset.title,
+        "category": asset.category,
+        "scene": asset.scene,
+        "host_id": asset.host_id,
+        "sha256": asset.sha256,
+        "width": asset.width,
+        "height": asset.height,
+        "status": asset.status.value,
+        "extra": asset.extra,
+    }
+
+
+def join_hits(points: Sequence[models.ScoredPoint], db: MetadataDB | None) -> list[SearchHit]:
+    """Hits in score order, each with its SQL row (one query for all of them)."""
+    ids = []
+    for point in points:
+        try:
+            ids.append(uuid.UUID(str(point.id)))
+        except ValueError:
+            continue  # a host's integer id: no SQL row by id
+    rows = db.assets_by_id(ids) if db is not None and ids else {}
+    hits = []
+    for point in points:
+        try:
+            row = rows.get(uuid.UUID(str(point.id)))
+        except ValueError:
+            row = None
+        payload = dict(point.payload or {})
+        hits.append(
+            SearchHit(
+                id=point.id,
+                score=float(point.score),
+                key=payload.get("key"),
+                payload=payload,
+                asset=asset_dict(row) if row is not None else None,
+            )
+        )
+    return hits

@@ -1,0 +1,246 @@
+"""The one module that talks to Qdrant: collections bound to a model, upserts, filtered queries."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from sketchtext.plugin.errors import (
+    CollectionNotFoundError,
+    ModelMismatchError,
+    QueryError,
+    StoreError,
+    StoreUnavailableError,
+)
+from sketchtext.plugin.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Payload fields that context filters may name; each gets a keyword index.
+FILTER_FIELDS = ("category", "scene", "sku")
+BINDING_KEY = "sketchtext_model"
+
+FilterValue = str | int | Sequence[str | int]
+
+
+def build_filter(
+    context: Mapping[str, FilterValue | None] | None, host: models.Filter | None = None
+) -> models.Filter | None:
+    """A Qdrant filter from `{"category": "shoes", "scene": ["beach", "street"]}` (one value or any of several),
+    combined (AND) with a host's own filter."""
+    must: list[Any] = []
+    for name, value in (context or {}).items():
+        if value is None:
+            continue
+        if name not in FILTER_FIELDS:
+            raise QueryError(
+                f"Unknown filter field {name!r}; valid fields: {', '.join(FILTER_FIELDS)}. "
+                "Pass a qdrant_client Filter for anything else."
+            )
+        if isinstance(value, str | int):
+            must.append(models.FieldCondition(key=name, match=models.MatchValue(value=value)))
+        else:
+            values = list(value)
+            if not values:
+                continue
+            must.append(models.FieldCondition(key=name, match=models.MatchAny(any=values)))
+    if host is not None:
+        must.append(host)
+    return models.Filter(must=must) if must else None
+
+
+@contextmanager
+def translated(what: str) -> Iterator[None]:
+    """Turn qdrant-client and transport errors into the project's errors."""
+    try:
+        yield
+    except (ResponseHandlingException, ConnectionError, TimeoutError) as exc:
+        raise StoreUnavailableError(
+            f"Qdrant is unreachable while trying to {what}: {exc}. "
+            "Check that it runs and that SKETCHTEXT_STORE__URL is right."
+        ) from exc
+    except UnexpectedResponse as exc:
+        if exc.status_code == 404:
+            raise CollectionNotFoundError(f"Qdrant says not found while trying to {what}: {exc.content!r}") from exc
+        raise StoreError(f"Qdrant refused to {what}: {exc}") from exc
+
+
+class QdrantStore:
+    """Vectors in Qdrant, local mode (`path=`) or a server, optionally as a named vector of a host's collection."""
+
+    def __init__(self, client: QdrantClient, *, vector_name: str | None = None, owns_client: bool = False) -> None:
+        self.client = client
+        self.vector_name = vector_name
+        self._owns_client = owns_client
+
+    @classmethod
+    def open(cls, settings: Settings) -> QdrantStore:
+        """The server at `store.url`, else the embedded store folder under the data directory."""
+        store = settings.store
+        if store.url:
+            api_key = store.api_key.get_secret_value() if store.api_key else None
+            client = QdrantClient(url=store.url, api_key=api_key, timeout=int(store.timeout_s))
+        else:
+            client = open_local(settings.store_path)
+        return cls(client, vector_name=store.vector_name, owns_client=True)
+
+    def close(self) -> None:
+        if self._owns_client:
+            self.client.close()
+
+    def __enter__(self) -> QdrantStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- collections and their binding to a model
+    @property
+    def _binding_field(self) -> str:
+        return f"{BINDING_KEY}:{self.vector_name or ''}"
+
+    def binding(self, collection: str) -> str | None:
+        """The model fingerprint a collection's vectors were made with, or None when unbound."""
+        with translated(f"read collection {collection!r}"):
+            if not self.client.collection_exists(collection):
+                raise CollectionNotFoundError(
+                    f"Collection {collection!r} does not exist; ingest a catalog into it first "
+                    f"(`sketchtext ingest ./catalog --collection {collection}`)."
+                )
+            metadata = self.client.get_collection(collection).config.metadata or {}
+        value = metadata.get(self._binding_field)
+        return str(value) if value is not None else None
+
+    def ensure_collection(self, collection: str, dim: int, fingerprint: str) -> None:
+        """Create the collection (cosine, `dim`) bound to `fingerprint`, or check an existing one is bound to it."""
+        with translated(f"create collection {collection!r}"):
+            exists = self.client.collection_exists(collection)
+            if not exists:
+                vectors = models.VectorParams(size=dim, distance=models.Distance.COSINE)
+                self.client.create_collection(
+                    collection,
+                    vectors_config={self.vector_name: vectors} if self.vector_name else vectors,
+                    metadata={self._binding_field: fingerprint},
+                )
+                log.info("created collection %s (dim %d, model %s)", collection, dim, fingerprint)
+                self._create_indexes(collection)
+                return
+        bound = self.binding(collection)
+        if bound is None:  # a host's collection we have not written to yet
+            self._check_vector_params(collection, dim)
+            with translated(f"bind collection {collection!r}"):
+                self.client.update_collection(collection, metadata={self._binding_field: fingerprint})
+                self._create_indexes(collection)
+        elif bound != fingerprint:
+            raise self._mismatch(collection, bound, fingerprint)
+
+    def check_binding(self, collection: str, fingerprint: str) -> None:
+        """Raise unless the collection exists and holds vectors of the model `fingerprint`."""
+        bound = self.binding(collection)
+        if bound is not None and bound != fingerprint:
+            raise self._mismatch(collection, bound, fingerprint)
+
+    def _mismatch(self, collection: str, bound: str, fingerprint: str) -> ModelMismatchError:
+        return ModelMismatchError(
+            f"Collection {collection!r} holds vectors of model {bound}, but the model in use is {fingerprint}. "
+            "Use the model that filled it, or re-index into a new collection "
+            "(`sketchtext ingest ... --collection NEW`)."
+        )
+
+    def _check_vector_params(self, collection: str, dim: int) -> None:
+        with translated(f"read collection {collection!r}"):
+            vectors = self.client.get_collection(collection).config.params.vectors
+        params = vectors.get(self.vector_name) if isinstance(vectors, dict) and self.vector_name else vectors
+        if params is None or isinstance(params, dict):
+            raise StoreError(
+                f"Collection {collection!r} has no vector named {self.vector_name!r}; "
+                "add one (cosine, the model's dimension) or set SKETCHTEXT_STORE__VECTOR_NAME to an existing one."
+            )
+        if params.size != dim:
+            raise ModelMismatchError(
+                f"Collection {collection!r} has vectors of size {params.size}, the model makes {dim}; "
+                "use another collection or vector name."
+            )
+
+    def _create_indexes(self, collection: str) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # local mode ignores payload indexes, and says so
+            for field in FILTER_FIELDS:
+                self.client.create_payload_index(collection, field, models.PayloadSchemaType.KEYWORD)
+
+    # -- points
+    def upsert(
+        self,
+        collection: str,
+        ids: Sequence[uuid.UUID | str | int],
+        vectors: NDArray[np.float32],
+        payloads: Sequence[dict[str, Any]],
+    ) -> None:
+        """Write points in one request and wait until Qdrant has applied them."""
+        if not ids:
+            return
+        points = [
+            models.PointStruct(
+                id=str(pid) if isinstance(pid, uuid.UUID) else pid,
+                vector={self.vector_name: vector.tolist()} if self.vector_name else vector.tolist(),
+                payload=payload,
+            )
+            for pid, vector, payload in zip(ids, vectors, payloads, strict=True)
+        ]
+        with translated(f"write {len(points)} points to {collection!r}"):
+            self.client.upsert(collection, points=points, wait=True)
+
+    def delete(self, collection: str, ids: Sequence[uuid.UUID | str | int]) -> None:
+        if not ids:
+            return
+        selector = models.PointIdsList(points=[str(i) if isinstance(i, uuid.UUID) else i for i in ids])
+        with translated(f"delete points from {collection!r}"):
+            self.client.delete(collection, points_selector=selector, wait=True)
+
+    def query(
+        self,
+        collection: str,
+        vector: NDArray[np.float32],
+        *,
+        query_filter: models.Filter | None = None,
+        limit: int = 10,
+    ) -> list[models.ScoredPoint]:
+        """Nearest points by cosine similarity, best first."""
+        with translated(f"query {collection!r}"):
+            response = self.client.query_points(
+                collection,
+                query=vector.tolist(),
+                using=self.vector_name,
+                query_filter=query_filter,
+                limit=limit,
+                with_payload=True,
+            )
+        return list(response.points)
+
+    def count(self, collection: str, query_filter: models.Filter | None = None) -> int:
+        with translated(f"count points of {collection!r}"):
+            return int(self.client.count(collection, count_filter=query_filter, exact=True).count)
+
+
+def open_local(path: Path) -> QdrantClient:
+    """The embedded (local-mode) store; only one process may hold the folder."""
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        return QdrantClient(path=str(path))
+    except RuntimeError as exc:
+        if "already accessed" in str(exc):
+            raise StoreUnavailableError(
+                f"The embedded store {path} is in use by another process. Qdrant's local mode allows one process "
+                "at a time: stop the other one, or run a Qdrant server and set SKETCHTEXT_STORE__URL."
+            ) from exc
+        raise StoreError(f"Cannot open the embedded store {path}: {exc}") from exc

@@ -1,0 +1,87 @@
+"""The CLIP encoder: specs, real encodes with the tiny architecture, precision, local checkpoints, offline errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sketchtext.plugin.encoders import ModelSpec, load_encoder, weights_fingerprint
+from sketchtext.plugin.errors import ConfigError, ModelUnavailableError
+from tests.conftest import TINY_SPEC, draw_product
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> list[Image.Image]:
+    return [Image.open(draw_product(tmp_path / f"{i}.png", i, c)) for i, c in enumerate(["red", "blue", "green"])]
+
+
+def test_spec_parsing() -> None:
+    assert ModelSpec.parse("open_clip:ViT-B-32@laion2b_s34b_b79k") == ModelSpec("ViT-B-32", "laion2b_s34b_b79k")
+    assert ModelSpec.parse("open_clip:ViT-B-32").weights is None
+    assert ModelSpec.parse("open_clip:ViT-B-32@/models/x.bin").weights_path == Path("/models/x.bin")
+    assert ModelSpec.parse("open_clip:ViT-B-32@laion2b_s34b_b79k").weights_path is None
+    for bad in ["ViT-B-32", "clip:ViT-B-32", "open_clip:"]:
+        with pytest.raises(ConfigError, match="open_clip:ARCH"):
+            ModelSpec.parse(bad)
+
+
+def test_unknown_architecture_lists_choices() -> None:
+    with pytest.raises(ConfigError, match="ViT-B-32"):
+        load_encoder("open_clip:NoSuchNet", device="cpu")
+
+
+def test_tiny_encode_is_normalised_deterministic_and_discriminative(tiny_encoder, photos) -> None:
+    vectors = tiny_encoder.encode_images(photos)
+    assert vectors.shape == (3, tiny_encoder.dim) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    assert not np.allclose(vectors[0], vectors[1])
+    again = load_encoder(TINY_SPEC, device="cpu").encode_images(photos)
+    np.testing.assert_array_equal(vectors, again)  # seeded random init: same weights every time
+    texts = tiny_encoder.encode_texts(["a red shoe", "a blue bag"])
+    assert texts.shape == (2, tiny_encoder.dim)
+    np.testing.assert_allclose(np.linalg.norm(texts, axis=1), 1.0, rtol=1e-5)
+    assert tiny_encoder.encode_images([]).shape == (0, tiny_encoder.dim)
+
+
+def test_bf16_embeddings_agree_with_fp32(tiny_encoder, photos) -> None:
+    bf16 = load_encoder(TINY_SPEC, device="cpu", precision="bf16")
+    cosine = np.sum(bf16.encode_images(photos) * tiny_encoder.encode_images(photos), axis=1)
+    assert bf16.encode_images(photos).dtype == np.float32
+    assert cosine.min() > 0.99
+
+
+def test_fp16_on_cpu_is_refused() -> None:
+    with pytest.raises(ConfigError, match="bf16"):
+        load_encoder(TINY_SPEC, device="cpu", precision="fp16")
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_local_checkpoint_loads_and_is_fingerprinted_by_content(tiny_encoder, photos, tmp_path, suffix) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().clone() + 0.01 for k, v in tiny_encoder.model.state_dict().items()}
+    path = tmp_path / f"tiny{suffix}"
+    if suffix == ".safetensors":
+        save_file(state, str(path))
+    else:
+        torch.save(state, path)
+    loaded = load_encoder(f"open_clip:sketchtext-tiny@{path}", device="cpu")
+    assert loaded.fingerprint.startswith("sketchtext-tiny@sha256:")
+    assert loaded.fingerprint != tiny_encoder.fingerprint
+    assert not np.allclose(loaded.encode_images(photos), tiny_encoder.encode_images(photos))
+    assert weights_fingerprint(ModelSpec.parse(f"open_clip:sketchtext-tiny@{path}")) == loaded.fingerprint
+
+
+def test_missing_checkpoint_file_says_so(tmp_path) -> None:
+    with pytest.raises(ModelUnavailableError, match="does not exist"):
+        load_encoder(f"open_clip:sketchtext-tiny@{tmp_path / 'nope.safetensors'}", device="cpu")
+
+
+def test_offline_pretrained_tag_explains_local_checkpoint(monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # fail at once instead of retrying the network
+    with pytest.raises(ModelUnavailableError, match="point at it: --model open_clip:ViT-B-32@/path/to/"):
+        load_encoder("open_clip:ViT-B-32@laion2b_s34b_b79k", device="cpu")
