@@ -19,8 +19,7 @@ from sketchtext.plugin.search import (
     SketchTextQuery,
     join_hits,
     prepare_inputs,
-    query_mode,
-    zero_shot_vectors,
+    query_vectors,
 )
 from sketchtext.plugin.settings import Settings, load_settings
 from sketchtext.plugin.store import QdrantStore, build_filter
@@ -92,7 +91,9 @@ class SketchTextPlugin:
             from sketchtext.plugin.encoders import load_encoder
 
             model = self.settings.model
-            self._encoder = load_encoder(model.spec, device=model.device, precision=model.precision)
+            self._encoder = load_encoder(
+                model.spec, device=model.device, precision=model.precision, checkpoint=model.checkpoint
+            )
         return self._encoder
 
     @property
@@ -155,16 +156,16 @@ class SketchTextPlugin:
     def encode_batch(self, queries: Sequence[SketchTextQuery]) -> list[EncodedQuery]:
         """Encode many queries with one pass through each tower."""
         inputs = [prepare_inputs(q) for q in queries]
-        vectors = zero_shot_vectors(self.encoder, inputs)
+        vectors, modes = query_vectors(self.encoder, inputs, [q.combine for q in queries])
         return [
             EncodedQuery(
                 vector=vector,
                 using=self._vector_name,
                 query_filter=build_filter(query.context(), query.filters),
                 limit=query.limit,
-                mode=query_mode(*pair),
+                mode=mode,
             )
-            for query, pair, vector in zip(queries, inputs, vectors, strict=True)
+            for query, mode, vector in zip(queries, modes, vectors, strict=True)
         ]
 
     def encode(self, query: SketchTextQuery) -> EncodedQuery:
