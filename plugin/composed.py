@@ -100,16 +100,15 @@ class ComposedEncoder(ClipEncoder):
                 vectors = self.composed.query(words, tails).cpu().numpy()
                 composed = dict(zip(sketch_rows, vectors, strict=True))
                 images = dict(zip(sketch_rows, features.cpu().numpy(), strict=True))
-        for i, mode in enumerate(modes):
+        for i, mode in enumerate(modes):  # sketch, composed and text vectors are unit vectors already
             if mode in ("sketch", "composed"):
-                vector = composed[i]
+                out[i] = composed[i]
             elif mode == "text":
-                vector = texts[i]
-            else:
-                vector = unit(images[i] + texts[i])
-                if mode == "fusion":
-                    vector = composed[i] + vector
-            out[i] = unit(vector)
+                out[i] = texts[i]
+            elif mode == "sum":
+                out[i] = unit(images[i] + texts[i])
+            else:  # late fusion: equal weights on the composed and the summed query's cosine scores
+                out[i] = unit(composed[i] + unit(images[i] + texts[i]))
         return out, modes
 
 
