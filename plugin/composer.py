@@ -10,7 +10,7 @@ import logging
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -36,6 +36,10 @@ class ComposerCfg:
 
 class Composer(nn.Module):
     """The trained parts outside V: C_v2w (D → d), the context tokens P^L (n × d) and the decoder G (D → photo)."""
+
+    c_v2w: nn.Sequential
+    context: nn.Parameter
+    decoder: nn.Sequential
 
     def __init__(self, image_dim: int, token_dim: int, n_context: int, cfg: ComposerCfg) -> None:
         super().__init__()
@@ -221,31 +225,12 @@ def build_composer(model: Any, tokenizer: Any, cfg: ComposerCfg) -> Composer:
     with torch.no_grad():
         composer.context.copy_(table[torch.tensor(ids, device=table.device)].float())
         # pseudo-words should start at the scale of real word embeddings, not of a default Linear init
-        out = composer.c_v2w[-1]
+        out = cast(nn.Linear, composer.c_v2w[-1])
         out.bias.zero_()
-        probe = F.normalize(torch.randn(256, composer.c_v2w[0].in_features, generator=torch.Generator().manual_seed(0)))
+        probe = F.normalize(torch.randn(256, image_dim(model), generator=torch.Generator().manual_seed(0)))
         produced = composer.c_v2w(probe).norm(dim=1).mean().clamp_min(1e-6)
         out.weight.mul_(table.detach().float().norm(dim=1).mean().cpu() / produced)
     return composer.to(table.device)
-
-
-@torch.no_grad()
-def calibrate(composer: Composer, features: torch.Tensor, word_norm: float) -> None:
-    """Data-dependent init of C_v2w from image features of training sketches (B, D): centre and scale the hidden
-    layer on them, and scale the output to the size of real word embeddings.
-
-    CLIP embeddings of one domain share a large common component (cosines near 1 for a random tower), so a
-    default init maps every sketch to nearly the same pseudo-word and the triplet loss starts on a long plateau.
-    """
-    first, last = composer.c_v2w[0], composer.c_v2w[-1]
-    features = features.to(first.weight.dtype)
-    centred = features - features.mean(dim=0, keepdim=True)
-    spread = (centred @ first.weight.T).std(dim=0).clamp_min(1e-6)
-    first.weight.div_(spread[:, None])
-    first.bias.copy_(-(features.mean(dim=0) @ first.weight.T))
-    produced = composer.c_v2w(features).norm(dim=1).mean().clamp_min(1e-6)
-    last.weight.mul_(word_norm / produced)
-    last.bias.mul_(word_norm / produced)
 
 
 def image_dim(model: Any) -> int:

@@ -21,7 +21,7 @@ import torch
 from sketchtext.plugin.checkpoint import CheckpointInfo, read_checkpoint, save_checkpoint, trained_state, update_config
 from sketchtext.plugin.composer import ComposedCLIP, ComposerCfg, build_composer, freeze_for_training
 from sketchtext.plugin.encoders import ModelSpec, create_clip, resolve_device, weights_fingerprint
-from sketchtext.plugin.errors import ConfigError
+from sketchtext.plugin.errors import ConfigError, DatasetError
 from sketchtext.plugin.losses import MethodCfg, total_loss
 from sketchtext.plugin.objective import PairImages, method_losses, read_phrases, validate
 from sketchtext.plugin.pairs import PairSet, SketchPhotoPair, hold_out, load_pairs, load_queries, photos, queries_for
@@ -116,6 +116,8 @@ def train(
     # data
     pair_set = load_pairs(data)
     train_pairs, val_pairs, val_source = split_pairs(pair_set, cfg)
+    if len(train_pairs) < 2:
+        raise DatasetError(f"{data} has {len(train_pairs)} training pair(s); training needs at least 2 (negatives).")
     device = resolve_device(device)
     batch_size = cfg.batch_size or (64 if device == "cuda" else 16)
     spec = ModelSpec.parse(base)
