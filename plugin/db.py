@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import resources
@@ -219,11 +219,6 @@ class MetadataDB:
             rows = session.scalars(select(Asset).where(Asset.id.in_(ids))).all()
             return {row.key: row for row in rows}
 
-    def assets_by_id(self, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Asset]:
-        with self.session() as session:
-            rows = session.scalars(select(Asset).where(Asset.id.in_(list(ids)))).all()
-            return {row.id: row for row in rows}
-
     def save_assets(self, rows: Sequence[dict[str, Any]]) -> None:
         """Insert or update asset rows given as column dicts (each with `collection` and `key`)."""
         if not rows:
@@ -254,6 +249,20 @@ class MetadataDB:
                 asset.error = None
                 asset.model_fingerprint = fingerprint
                 asset.embedded_at = now
+
+    def keys_by_host_id(self, collection: str, host_ids: Sequence[str]) -> dict[str, str]:
+        """Which asset key holds each of these host ids (assets that are not failed)."""
+        if not host_ids:
+            return {}
+        with self.session() as session:
+            rows = session.execute(
+                select(Asset.host_id, Asset.key).where(
+                    Asset.collection == collection,
+                    Asset.host_id.in_(list(host_ids)),
+                    Asset.status != AssetStatus.FAILED,
+                )
+            )
+            return {str(host_id): str(key) for host_id, key in rows}
 
     def keys(self, collection: str) -> set[str]:
         with self.session() as session:

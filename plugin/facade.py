@@ -75,11 +75,17 @@ class SketchTextPlugin:
         collection: The collection to ingest into and search; defaults to `settings.store.collection`.
         vector_name: A named vector of the collection to hold sketchtext vectors (for host collections).
         encoder: An already loaded encoder (shared between plugins, or a test model).
+
+        With `settings.store.point_ids == "host"`, points are the host's products (ids from the catalog's
+        `host_id`): sketchtext adds its named vector and a `sketchtext` payload object to them and leaves the rest.
         """
         self.settings = settings or load_settings()
         self.collection = collection or self.settings.store.collection
         vector_name = vector_name or self.settings.store.vector_name
-        self._store = QdrantStore(client, vector_name=vector_name) if client is not None else None
+        host_points = self.settings.store.point_ids == "host"
+        self._store = (
+            QdrantStore(client, vector_name=vector_name, host_points=host_points) if client is not None else None
+        )
         self._vector_name = vector_name
         self._encoder = encoder
         self._db: MetadataDB | None = None
@@ -99,7 +105,7 @@ class SketchTextPlugin:
     def store(self) -> QdrantStore:
         if self._store is None:
             self._store = QdrantStore.open(self.settings)
-            self._store.vector_name = self._vector_name
+            self._store.vector_name = self._vector_name  # a constructor argument wins over settings
         return self._store
 
     @property
@@ -160,7 +166,7 @@ class SketchTextPlugin:
             EncodedQuery(
                 vector=vector,
                 using=self._vector_name,
-                query_filter=build_filter(query.context(), query.filters),
+                query_filter=build_filter(query.context(), query.filters, prefix=self.store.payload_prefix),
                 limit=query.limit,
                 mode=query_mode(*pair),
             )
@@ -180,13 +186,10 @@ class SketchTextPlugin:
         """Run many queries; results per query in score order, joined with their SQL rows."""
         batch = self.encode_batch(queries)  # validates every query before touching the store
         self.store.check_binding(self.collection, self.encoder.fingerprint)
-        results = []
-        for encoded in batch:
-            points = self.store.query(
-                self.collection, encoded.vector, query_filter=encoded.query_filter, limit=encoded.limit
-            )
-            results.append(join_hits(points, self.db))
-        return results
+        results = self.store.query_batch(
+            self.collection, [(encoded.vector, encoded.query_filter, encoded.limit) for encoded in batch]
+        )
+        return [join_hits(points, self.db, self.collection, self.store.own_payload) for points in results]
 
     def search(self, query: SketchTextQuery) -> list[SearchHit]:
         """Run one query and return typed hits (score, payload, SQL metadata), best first."""

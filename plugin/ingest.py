@@ -17,8 +17,8 @@ from typing import Any
 from sketchtext.plugin.catalog import DEFAULT_MAX_PIXELS, CatalogEntry, open_image, scan_catalog
 from sketchtext.plugin.db import AssetStatus, MetadataDB, asset_id
 from sketchtext.plugin.encoders import ClipEncoder
-from sketchtext.plugin.errors import ImageError
-from sketchtext.plugin.store import QdrantStore
+from sketchtext.plugin.errors import ImageError, StoreError
+from sketchtext.plugin.store import PointId, QdrantStore, qdrant_id
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +83,44 @@ def point_payload(entry: CatalogEntry) -> dict[str, Any]:
     return payload
 
 
+def point_id(ctx: IngestContext, key: str, host_id: str | None) -> PointId:
+    """The asset's deterministic id, or the host's product id when points belong to the host."""
+    if ctx.store.host_points:
+        if host_id is None:
+            raise ImageError(f"{key} has no host_id in the sidecar; host point ids need one per photo")
+        return qdrant_id(host_id)
+    return asset_id(ctx.collection, key)
+
+
+def host_id_conflicts(ctx: IngestContext, entries: Sequence[CatalogEntry]) -> dict[str, str]:
+    """Entries whose host id another photo already holds (a host point has room for one sketchtext vector)."""
+    if not ctx.store.host_points:
+        return {}
+    holders = ctx.db.keys_by_host_id(ctx.collection, [e.host_id for e in entries if e.host_id])
+    conflicts = {}
+    for entry in entries:
+        if entry.host_id is None:
+            continue
+        holder = holders.setdefault(entry.host_id, entry.key)
+        if holder != entry.key:
+            conflicts[entry.key] = f"host_id {entry.host_id} already belongs to {holder}; give each photo its own"
+    return conflicts
+
+
 def ingest_batch(ctx: IngestContext, entries: Sequence[CatalogEntry]) -> BatchResult:
     """Embed the entries of one batch that are new or changed; record the unreadable ones as failed."""
     result = BatchResult()
     started = time.perf_counter()
     known = ctx.db.assets_by_key(ctx.collection, [e.key for e in entries])
+    conflicts = host_id_conflicts(ctx, entries)
     todo: list[tuple[CatalogEntry, Any]] = []
     rows: list[dict[str, Any]] = []
     for entry in entries:
         row = asset_row(ctx, entry)
+        if entry.key in conflicts:
+            result.failed[entry.key] = conflicts[entry.key]
+            rows.append({**row, "status": AssetStatus.FAILED, "error": conflicts[entry.key]})
+            continue
         try:
             data = entry.path.read_bytes()
         except OSError as exc:
@@ -110,8 +139,9 @@ def ingest_batch(ctx: IngestContext, entries: Sequence[CatalogEntry]) -> BatchRe
             continue
         row.update(sha256=sha256, size=len(data))
         try:
+            point_id(ctx, entry.key, entry.host_id)
             image = open_image(data, max_pixels=ctx.max_pixels, name=entry.key)
-        except ImageError as exc:
+        except (ImageError, StoreError) as exc:
             result.failed[entry.key] = str(exc)
             rows.append({**row, "status": AssetStatus.FAILED, "error": str(exc), "width": None, "height": None})
             continue
@@ -129,7 +159,7 @@ def ingest_batch(ctx: IngestContext, entries: Sequence[CatalogEntry]) -> BatchRe
     todo_entries = [entry for entry, _ in todo]
     ctx.store.upsert(
         ctx.collection,
-        [asset_id(ctx.collection, e.key) for e in todo_entries],
+        [point_id(ctx, e.key, e.host_id) for e in todo_entries],
         vectors,
         [point_payload(e) for e in todo_entries],
     )
@@ -185,7 +215,9 @@ def batched(items: Sequence[CatalogEntry], size: int) -> list[Sequence[CatalogEn
 def prune_missing(ctx: IngestContext, present: set[str]) -> list[str]:
     """Delete the vectors and rows of assets whose files are gone."""
     gone = sorted(ctx.db.keys(ctx.collection) - present)
-    ctx.store.delete(ctx.collection, [asset_id(ctx.collection, key) for key in gone])
+    rows = ctx.db.assets_by_key(ctx.collection, gone)
+    stored = [row for row in rows.values() if row.status == AssetStatus.EMBEDDED]
+    ctx.store.delete(ctx.collection, [point_id(ctx, row.key, row.host_id) for row in stored])
     ctx.db.delete_assets(ctx.collection, gone)
     return gone
 

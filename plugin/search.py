@@ -5,8 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -142,29 +141,22 @@ def asset_dict(asset: Any) -> dict[str, Any]:
     }
 
 
-def join_hits(points: Sequence[models.ScoredPoint], db: MetadataDB | None) -> list[SearchHit]:
-    """Hits in score order, each with its SQL row (one query for all of them)."""
-    ids = []
-    for point in points:
-        try:
-            ids.append(uuid.UUID(str(point.id)))
-        except ValueError:
-            continue  # a host's integer id: no SQL row by id
-    rows = db.assets_by_id(ids) if db is not None and ids else {}
-    hits = []
-    for point in points:
-        try:
-            row = rows.get(uuid.UUID(str(point.id)))
-        except ValueError:
-            row = None
-        payload = dict(point.payload or {})
-        hits.append(
-            SearchHit(
-                id=point.id,
-                score=float(point.score),
-                key=payload.get("key"),
-                payload=payload,
-                asset=asset_dict(row) if row is not None else None,
-            )
+def join_hits(
+    points: Sequence[models.ScoredPoint],
+    db: MetadataDB | None,
+    collection: str,
+    own_payload: Callable[[dict[str, Any] | None], dict[str, Any]] = lambda p: dict(p or {}),
+) -> list[SearchHit]:
+    """Hits in score order, each with its SQL row (one query for all of them), matched by asset key."""
+    keys = [own_payload(point.payload).get("key") for point in points]
+    rows = db.assets_by_key(collection, [k for k in keys if k]) if db is not None and any(keys) else {}
+    return [
+        SearchHit(
+            id=point.id,
+            score=float(point.score),
+            key=key,
+            payload=dict(point.payload or {}),
+            asset=asset_dict(rows[key]) if key in rows else None,
         )
-    return hits
+        for point, key in zip(points, keys, strict=True)
+    ]

@@ -38,6 +38,7 @@ class StoreSettings(BaseModel):
     path: Path | None = None  # embedded store folder; defaults to <data_dir>/qdrant
     collection: str = "sketchtext"
     vector_name: str | None = None  # a named vector inside a host's collection
+    point_ids: Literal["asset", "host"] = "asset"  # "host": point id = the sidecar's host_id (host-owned points)
     timeout_s: float = 30.0
 
 
