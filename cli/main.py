@@ -219,3 +219,35 @@ def db_downgrade(state: State, revision: str) -> None:
     database = MetadataDB(state.settings().database_url)
     database.downgrade(revision)
     click.echo(f"database at revision {database.current_revision()}")
+
+
+@main.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--shapes-per-category", type=click.IntRange(min=3), default=40, show_default=True)
+@click.option("--colourways-per-shape", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--image-size", type=click.IntRange(min=32), default=64, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
+@click.pass_obj
+@friendly_errors
+def generate(
+    state: State,
+    out: Path,
+    seed: int,
+    shapes_per_category: int,
+    colourways_per_shape: int,
+    image_size: int,
+    workers: int,
+) -> None:
+    """Write a generated fine-grained catalogue to OUT: photos, sketches, captions, pairs and queries (seeded)."""
+    from sketchtext.plugin.miniature import generate_world
+
+    summary = generate_world(
+        out,
+        seed=seed,
+        shapes_per_category=shapes_per_category,
+        colourways_per_shape=colourways_per_shape,
+        image_size=image_size,
+        workers=workers,
+    )
+    click.echo(f"wrote {out}: {json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict | list)})}")
