@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import fcntl
+import hashlib
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -23,12 +25,13 @@ from sqlalchemy import (
     delete,
     event,
     select,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from sketchtext.plugin.errors import DatabaseError, DatabaseUnavailableError
+from sketchtext.plugin.errors import DatabaseError, DatabaseUnavailableError, IngestBusyError
 
 # Fixed namespace so that asset ids (and Qdrant point ids) are the same on every machine and every retry.
 ASSET_NAMESPACE = uuid.UUID("7d0c3a52-5f38-4c1e-9a8e-3b1f1c0d5e21")
@@ -37,6 +40,10 @@ ASSET_NAMESPACE = uuid.UUID("7d0c3a52-5f38-4c1e-9a8e-3b1f1c0d5e21")
 def asset_id(collection: str, key: str) -> uuid.UUID:
     """The deterministic id of an asset, shared by its SQL row and its Qdrant point."""
     return uuid.uuid5(ASSET_NAMESPACE, f"{collection}\x00{key}")
+
+
+def busy_message(name: str) -> str:
+    return f"Another process holds {name}; wait for it to finish (`sketchtext status` shows runs) and try again."
 
 
 def utcnow() -> datetime:
@@ -167,6 +174,35 @@ class MetadataDB:
             raise
         finally:
             session.close()
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """Hold a lock named `name` across processes for the block (PostgreSQL advisory lock, or a lock file beside
+        a SQLite database); raise IngestBusyError at once if another process holds it. A dead holder releases it."""
+        if self.engine.dialect.name == "postgresql":
+            key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+            with self.engine.connect() as connection:
+                if not connection.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+                    raise IngestBusyError(busy_message(name))
+                try:
+                    yield
+                finally:
+                    connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            return
+        database = self.engine.url.database
+        if self.engine.dialect.name != "sqlite" or not database or database == ":memory:":
+            yield
+            return
+        lock_path = Path(f"{database}.{hashlib.sha256(name.encode()).hexdigest()[:16]}.lock")
+        with lock_path.open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise IngestBusyError(busy_message(name)) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     # -- schema
     def upgrade(self, revision: str = "head") -> None:

@@ -12,12 +12,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from sketchtext.plugin.catalog import DEFAULT_MAX_PIXELS, CatalogEntry, open_image, scan_catalog
 from sketchtext.plugin.db import AssetStatus, MetadataDB, asset_id
 from sketchtext.plugin.encoders import ClipEncoder
-from sketchtext.plugin.errors import ImageError, StoreError
+from sketchtext.plugin.errors import (
+    DatabaseUnavailableError,
+    ImageError,
+    SketchTextError,
+    StoreError,
+    StoreUnavailableError,
+)
 from sketchtext.plugin.store import PointId, QdrantStore, qdrant_id
 
 log = logging.getLogger(__name__)
@@ -32,6 +40,8 @@ class IngestContext:
     db: MetadataDB
     collection: str
     max_pixels: int = DEFAULT_MAX_PIXELS
+    retry_attempts: int = 5  # per batch, when Qdrant or the database is unreachable
+    retry_wait_s: float = 1.0  # first wait; doubles each time
 
     def ensure_collection(self) -> None:
         self.store.ensure_collection(self.collection, self.encoder.dim, self.encoder.fingerprint)
@@ -117,9 +127,10 @@ def ingest_batch(ctx: IngestContext, entries: Sequence[CatalogEntry]) -> BatchRe
     rows: list[dict[str, Any]] = []
     for entry in entries:
         row = asset_row(ctx, entry)
-        if entry.key in conflicts:
-            result.failed[entry.key] = conflicts[entry.key]
-            rows.append({**row, "status": AssetStatus.FAILED, "error": conflicts[entry.key]})
+        known_problem = entry.problem or conflicts.get(entry.key)
+        if known_problem:
+            result.failed[entry.key] = known_problem
+            rows.append({**row, "status": AssetStatus.FAILED, "error": known_problem})
             continue
         try:
             data = entry.path.read_bytes()
@@ -208,6 +219,27 @@ class IngestSummary:
         }
 
 
+T = TypeVar("T")
+TRANSIENT = (StoreUnavailableError, DatabaseUnavailableError)
+
+
+def retrying(ctx: IngestContext, func: Callable[..., T], *args: Any) -> T:
+    """Call `func`, retrying with exponential backoff while Qdrant or the database is unreachable.
+    Safe because every write is idempotent (deterministic ids, upserts)."""
+    for attempt in Retrying(
+        retry=retry_if_exception_type(TRANSIENT),
+        stop=stop_after_attempt(ctx.retry_attempts),
+        wait=wait_exponential(multiplier=ctx.retry_wait_s, max=30),
+        before_sleep=lambda state: log.warning(
+            "attempt %d failed (%s); retrying", state.attempt_number, state.outcome.exception() if state.outcome else ""
+        ),
+        reraise=True,
+    ):
+        with attempt:
+            return func(*args)
+    raise AssertionError("unreachable: tenacity reraises the last error")
+
+
 def batched(items: Sequence[CatalogEntry], size: int) -> list[Sequence[CatalogEntry]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
@@ -233,28 +265,26 @@ def run_ingest(
     """Ingest a catalog folder inline, batch after batch; `progress(n, total)` hears of each finished batch."""
     started = time.perf_counter()
     entries = list(scan_catalog(root))
-    ctx.ensure_collection()
-    run_id = ctx.db.start_run(ctx.collection, str(root), ctx.encoder.fingerprint, len(entries))
-    total = BatchResult()
-    pruned: list[str] = []
-    status = "failed"
-    try:
-        for batch in batched(entries, batch_size):
-            total.merge(ingest_batch(ctx, batch))
-            if progress is not None:
-                progress(len(batch), len(entries))
-        pruned = prune_missing(ctx, {e.key for e in entries}) if prune else []
-        status = "completed"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    finally:
-        ctx.db.finish_run(
-            run_id,
-            status,
-            embedded=len(total.embedded),
-            unchanged=len(total.unchanged),
-            failed=len(total.failed),
-            pruned=len(pruned),
-        )
+    with ctx.db.exclusive(f"the ingest lock of collection {ctx.collection!r}"):
+        ctx.ensure_collection()
+        run_id = ctx.db.start_run(ctx.collection, str(root), ctx.encoder.fingerprint, len(entries))
+        total = BatchResult()
+        pruned: list[str] = []
+        status = "failed"
+        try:
+            for batch in batched(entries, batch_size):
+                total.merge(retrying(ctx, ingest_batch, ctx, batch))
+                if progress is not None:
+                    progress(len(batch), len(entries))
+            pruned = retrying(ctx, prune_missing, ctx, {e.key for e in entries}) if prune else []
+            status = "completed"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            counts = {"embedded": len(total.embedded), "unchanged": len(total.unchanged), "failed": len(total.failed)}
+            try:
+                ctx.db.finish_run(run_id, status, pruned=len(pruned), **counts)
+            except SketchTextError as exc:  # the database may be the reason we are leaving
+                log.warning("could not record the end of run %s: %s", run_id, exc)
     return IngestSummary(run_id, ctx.collection, len(entries), total, pruned, time.perf_counter() - started)
