@@ -190,6 +190,41 @@ def search(
         click.echo(f"{rank:3d}. {hit.score:.4f}  {hit.key}  sku={asset.get('sku')}  category={asset.get('category')}")
 
 
+@main.command()
+@click.argument("catalog", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@model_options
+@click.option("--repair", is_flag=True, help="Resolve every difference found.")
+@click.option("--json", "as_json", is_flag=True, help="Print the differences as JSON.")
+@click.pass_obj
+@friendly_errors
+def verify(
+    state: State,
+    catalog: Path | None,
+    model_spec: str | None,
+    device: str | None,
+    precision: str | None,
+    batch_size: int | None,
+    collection: str | None,
+    repair: bool,
+    as_json: bool,
+) -> None:
+    """Compare SQL rows, Qdrant points and files (CATALOG, default: the last ingested folder); exit 1 on differences."""
+    from sketchtext.plugin.facade import SketchTextPlugin
+    from sketchtext.plugin.verify import KINDS
+
+    settings = settings_from(state, model_spec, device, precision, batch_size, collection)
+    with SketchTextPlugin(settings) as plugin:
+        differences = plugin.verify(catalog, repair=repair)
+    if as_json:
+        click.echo(json.dumps([d.as_dict() for d in differences], indent=2, default=str))
+    else:
+        for difference in differences:
+            click.echo(f"{difference.kind:15s} {difference.key}  ({KINDS[difference.kind]})")
+        click.echo(f"{len(differences)} difference(s)" + (" left after repair" if repair else ""))
+    if differences:
+        sys.exit(1)
+
+
 @main.group()
 def db() -> None:
     """Manage the metadata database schema."""

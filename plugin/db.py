@@ -286,6 +286,18 @@ class MetadataDB:
                 asset.model_fingerprint = fingerprint
                 asset.embedded_at = now
 
+    def all_assets(self, collection: str) -> list[Asset]:
+        with self.session() as session:
+            return list(session.scalars(select(Asset).where(Asset.collection == collection)))
+
+    def mark_pending(self, collection: str, keys: Sequence[str]) -> None:
+        """Forget that these assets are embedded, so the next ingest embeds them again."""
+        if not keys:
+            return
+        with self.session() as session:
+            for asset in session.scalars(select(Asset).where(Asset.id.in_([asset_id(collection, k) for k in keys]))):
+                asset.status = AssetStatus.PENDING
+
     def keys_by_host_id(self, collection: str, host_ids: Sequence[str]) -> dict[str, str]:
         """Which asset key holds each of these host ids (assets that are not failed)."""
         if not host_ids:
@@ -336,6 +348,14 @@ class MetadataDB:
             run.finished_at = utcnow()
             for name, value in counts.items():
                 setattr(run, name, value)
+
+    def latest_source(self, collection: str) -> Path | None:
+        """The catalog folder of the collection's latest ingest run."""
+        with self.session() as session:
+            source = session.scalar(
+                select(IngestRun.source).where(IngestRun.collection == collection).order_by(IngestRun.id.desc())
+            )
+            return Path(source) if source else None
 
     def latest_runs(self, limit: int = 10) -> list[IngestRun]:
         with self.session() as session:

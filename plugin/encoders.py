@@ -124,6 +124,9 @@ def create_clip(spec: ModelSpec, device: str = "cpu") -> tuple[Any, Any, Any]:
     if path is not None and not path.is_file():
         raise ModelUnavailableError(f"Checkpoint file {path} does not exist; check the path in the model spec.")
     pretrained = str(path) if path is not None else spec.weights
+    quiet = RandomInitNotice() if pretrained is None else None
+    if quiet:
+        logging.getLogger().addFilter(quiet)
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_INIT_SEED)  # random init must be reproducible: its fingerprint names the seed
@@ -143,9 +146,21 @@ def create_clip(spec: ModelSpec, device: str = "cpu") -> tuple[Any, Any, Any]:
         raise ModelError(
             f"Could not build {spec}: {exc}. Check the pretrained tag (open_clip.list_pretrained()) or the file."
         ) from exc
+    finally:
+        if quiet:
+            logging.getLogger().removeFilter(quiet)
+    if pretrained is None:
+        log.info("%s has seeded random weights (no tag or file in the spec): fine for tests, useless for search", spec)
     model.eval()
     tokenizer = open_clip.get_tokenizer(spec.arch)
     return model, preprocess, tokenizer
+
+
+class RandomInitNotice(logging.Filter):
+    """Drops open_clip's root-logger warning about random weights, which a spec without weights asks for."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded")
 
 
 class ClipEncoder:

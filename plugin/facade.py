@@ -12,6 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sketchtext.plugin.db import MetadataDB
+from sketchtext.plugin.errors import CatalogError
 from sketchtext.plugin.ingest import IngestContext, IngestSummary, run_ingest
 from sketchtext.plugin.search import (
     Mode,
@@ -24,6 +25,8 @@ from sketchtext.plugin.search import (
 )
 from sketchtext.plugin.settings import Settings, load_settings
 from sketchtext.plugin.store import QdrantStore, build_filter
+from sketchtext.plugin.verify import Difference, find_differences
+from sketchtext.plugin.verify import repair as repair_differences
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient, models
@@ -156,6 +159,25 @@ class SketchTextPlugin:
             prune=prune,
             progress=progress,
         )
+
+    def verify(self, root: Path | None = None, *, repair: bool = False) -> list[Difference]:
+        """Compare SQL rows, Qdrant points and the files under `root` (default: the folder last ingested).
+
+        Args:
+            root: The catalog folder.
+            repair: Resolve what is found (re-embed, delete orphans, drop rows of gone files), then check again.
+
+        Returns:
+            The differences found (after a repair: those left, normally none).
+        """
+        root = root or self.db.latest_source(self.collection)
+        if root is None:
+            raise CatalogError(f"Nothing was ever ingested into {self.collection!r}; pass the catalog folder.")
+        differences = find_differences(self.store, self.db, self.collection, root)
+        if repair and differences:
+            repair_differences(self.ingest_context, self.store, self.db, self.collection, root, differences)
+            differences = find_differences(self.store, self.db, self.collection, root)
+        return differences
 
     # -- queries
     def encode_batch(self, queries: Sequence[SketchTextQuery]) -> list[EncodedQuery]:

@@ -93,13 +93,13 @@ def point_payload(entry: CatalogEntry) -> dict[str, Any]:
     return payload
 
 
-def point_id(ctx: IngestContext, key: str, host_id: str | None) -> PointId:
+def point_id(store: QdrantStore, collection: str, key: str, host_id: str | None) -> PointId:
     """The asset's deterministic id, or the host's product id when points belong to the host."""
-    if ctx.store.host_points:
+    if store.host_points:
         if host_id is None:
             raise ImageError(f"{key} has no host_id in the sidecar; host point ids need one per photo")
         return qdrant_id(host_id)
-    return asset_id(ctx.collection, key)
+    return asset_id(collection, key)
 
 
 def host_id_conflicts(ctx: IngestContext, entries: Sequence[CatalogEntry]) -> dict[str, str]:
@@ -150,7 +150,7 @@ def ingest_batch(ctx: IngestContext, entries: Sequence[CatalogEntry]) -> BatchRe
             continue
         row.update(sha256=sha256, size=len(data))
         try:
-            point_id(ctx, entry.key, entry.host_id)
+            point_id(ctx.store, ctx.collection, entry.key, entry.host_id)
             image = open_image(data, max_pixels=ctx.max_pixels, name=entry.key)
         except (ImageError, StoreError) as exc:
             result.failed[entry.key] = str(exc)
@@ -170,7 +170,7 @@ def ingest_batch(ctx: IngestContext, entries: Sequence[CatalogEntry]) -> BatchRe
     todo_entries = [entry for entry, _ in todo]
     ctx.store.upsert(
         ctx.collection,
-        [point_id(ctx, e.key, e.host_id) for e in todo_entries],
+        [point_id(ctx.store, ctx.collection, e.key, e.host_id) for e in todo_entries],
         vectors,
         [point_payload(e) for e in todo_entries],
     )
@@ -249,7 +249,7 @@ def prune_missing(ctx: IngestContext, present: set[str]) -> list[str]:
     gone = sorted(ctx.db.keys(ctx.collection) - present)
     rows = ctx.db.assets_by_key(ctx.collection, gone)
     stored = [row for row in rows.values() if row.status == AssetStatus.EMBEDDED]
-    ctx.store.delete(ctx.collection, [point_id(ctx, row.key, row.host_id) for row in stored])
+    ctx.store.delete(ctx.collection, [point_id(ctx.store, ctx.collection, row.key, row.host_id) for row in stored])
     ctx.db.delete_assets(ctx.collection, gone)
     return gone
 

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 SketchInput = Image.Image | bytes | str | Path
 Mode = Literal["sketch", "text", "sum"]
 MAX_SKETCH_PIXELS = 16_000_000
+# CLIP reads at most 77 tokens; anything past this many characters could never count, so it is cut with a warning.
+MAX_TEXT_CHARS = 1_000
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,9 @@ def prepare_inputs(query: SketchTextQuery) -> tuple[Image.Image | None, str | No
         raise QueryError(f"limit must be at least 1, got {query.limit}.")
     sketch = load_sketch(query.sketch) if query.sketch is not None else None
     text = query.text.strip() if query.text else None
+    if text and len(text) > MAX_TEXT_CHARS:
+        log.warning("query text of %d characters cut to %d (CLIP reads ~77 tokens)", len(text), MAX_TEXT_CHARS)
+        text = text[:MAX_TEXT_CHARS]
     if sketch is not None and is_blank(sketch):
         if not text:
             raise EmptyQueryError("The sketch is blank and there is no text; draw something or type a few words.")

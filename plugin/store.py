@@ -298,6 +298,21 @@ class QdrantStore:
             responses = self.client.query_batch_points(collection, requests=batch)
         return [list(response.points) for response in responses]
 
+    def points(self, collection: str, page: int = 1000) -> Iterator[tuple[str | int, dict[str, Any]]]:
+        """Every point holding a sketchtext vector, as (id, sketchtext's payload)."""
+        offset: Any = None
+        while True:
+            with translated(f"read points of {collection!r}"):
+                records, offset = self.client.scroll(
+                    collection, limit=page, offset=offset, with_payload=True, with_vectors=False
+                )
+            for record in records:
+                own = self.own_payload(record.payload)
+                if own or not self.host_points:
+                    yield record.id, own
+            if offset is None:
+                return
+
     def count(self, collection: str, query_filter: models.Filter | None = None) -> int:
         with translated(f"count points of {collection!r}"):
             return int(self.client.count(collection, count_filter=query_filter, exact=True).count)
