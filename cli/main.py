@@ -286,3 +286,8 @@ def generate(
         workers=workers,
     )
     click.echo(f"wrote {out}: {json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict | list)})}")
+
+
+from sketchtext.cli.serve import serve  # noqa: E402 - serve builds on the helpers above
+
+main.add_command(serve)

@@ -54,6 +54,12 @@ class QueueSettings(BaseModel):
     encode_timeout_s: float = 30.0
 
 
+class WebSettings(BaseModel):
+    token: SecretStr | None = None  # bearer token required by `sketchtext serve` on the page and the API when set
+    max_upload_bytes: int = Field(8 * 1024 * 1024, ge=1024)  # largest search request body (sketch included)
+    catalog_root: Path | None = None  # where photos are served from; defaults to the folder last ingested
+
+
 def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("sketchtext", appauthor=False))
 
@@ -68,6 +74,7 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     db: DatabaseSettings = DatabaseSettings()
     queue: QueueSettings = QueueSettings()
+    web: WebSettings = WebSettings()
 
     @classmethod
     def settings_customise_sources(
