@@ -35,7 +35,7 @@
   const ctx = canvas.getContext("2d", { willReadFrequently: true });
   const history_ = [];
   const MAX_UNDO = 40;
-  let penWidth = 3;
+  let penWidth = 6;
   let erasing = false;
   let drawing = false;
   let dirty = false; // anything on the canvas?
@@ -131,7 +131,7 @@
   }
   $("eraser").addEventListener("click", () => {
     erasing = true;
-    penWidth = 7;
+    penWidth = 8;
     selectTool($("eraser"));
   });
   function selectTool(active) {
