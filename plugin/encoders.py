@@ -179,6 +179,12 @@ class ClipEncoder:
         if not self.dim:
             self.dim = int(self.model.visual.output_dim)
 
+    @property
+    def image_size(self) -> int:
+        """The side of the square the image tower reads."""
+        size = getattr(self.model.visual, "image_size", 224)
+        return int(max(size) if isinstance(size, tuple | list) else size)
+
     def preprocess_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
         import torch
 
