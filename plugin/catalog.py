@@ -23,6 +23,7 @@ SIDECAR_NAMES = ("catalog.csv", "catalog.jsonl")
 # Fields with a column of their own in SQL and Qdrant; every other sidecar field lands in `extra`.
 KNOWN_FIELDS = ("sku", "title", "category", "scene", "host_id")
 DEFAULT_MAX_PIXELS = 64_000_000
+ORIENTATION_TAG = 0x0112
 
 
 @dataclass(frozen=True)
@@ -124,10 +125,15 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def open_image(
+def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image") -> Image.Image:
+    """Decode image bytes to an upright RGB image (first frame), refusing bombs and oversized images."""
+    return decode_image(data, max_pixels=max_pixels, name=name)[0]
+
+
+def decode_image(
     data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image", draft_size: int | None = None
-) -> Image.Image:
-    """Decode image bytes to an upright RGB image (first frame), refusing bombs and oversized images.
+) -> tuple[Image.Image, tuple[int, int]]:
+    """Decode image bytes to an upright RGB image and the upright full-resolution (width, height).
 
     `draft_size` lets JPEG decoding scale down by 1/2, 1/4 or 1/8 while staying at least that many pixels a side,
     which bounds memory and time for photos much larger than the model's input."""
@@ -144,10 +150,13 @@ def open_image(
                     "downscale it before ingesting"
                 )
             image.seek(0)
+            width, height = image.size
+            if image.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8):  # these orientations swap the sides
+                width, height = height, width
             if draft_size:
                 image.draft("RGB", (draft_size, draft_size))
             image.load()
-            return to_rgb(ImageOps.exif_transpose(image))
+            return to_rgb(ImageOps.exif_transpose(image)), (width, height)
     except ImageError:
         raise
     except UnidentifiedImageError as exc:

@@ -134,7 +134,7 @@ class SketchTextPlugin:
 
     # -- ingest
     def ingest_context(self) -> IngestContext:
-        return IngestContext(self.encoder, self.store, self.db, self.collection)
+        return IngestContext(self.encoder, self.store, self.db, self.collection, draft_size=self.encoder.image_size)
 
     def ingest(
         self,

@@ -28,7 +28,7 @@ class ModelSettings(BaseModel):
     spec: str = DEFAULT_MODEL_SPEC
     checkpoint: Path | None = None  # a trained sketchtext checkpoint directory (composed queries)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16/fp16 when it agrees with fp32
     batch_size: int = Field(32, ge=1)
 
 
