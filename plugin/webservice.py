@@ -17,7 +17,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from sketchtext.plugin.catalog import open_image
+from sketchtext.plugin.catalog import decode_image
 from sketchtext.plugin.db import asset_id as make_asset_id
 from sketchtext.plugin.errors import ImageError, QueryError
 from sketchtext.plugin.facade import SketchTextPlugin
@@ -128,7 +128,7 @@ class SearchService:
                 self._thumbs.move_to_end(cache_key)
                 return self._thumbs[cache_key]
         try:
-            image = open_image(path.read_bytes(), name=path.name, draft_size=size)
+            image, _ = decode_image(path.read_bytes(), name=path.name, draft_size=size)
         except (ImageError, OSError) as exc:
             raise HTTPException(404, f"The photo cannot be read: {exc}; re-ingest to record it as failed.") from exc
         image.thumbnail((size, size), Image.Resampling.LANCZOS)

@@ -49,7 +49,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_encoder) -> Iterator[s
 
     plugin, settings, _ = build_world(tmp_path_factory.mktemp("page"), tiny_encoder)
     settings = settings.model_copy(update={"web": WebSettings(token=TOKEN)})  # type: ignore[arg-type]
-    sock = socket.socket()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP: asyncio sets NODELAY
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     app = create_app(plugin, settings)
