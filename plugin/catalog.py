@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -114,7 +114,7 @@ def make_entry(key: str, path: Path, meta: dict[str, Any]) -> CatalogEntry:
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any Pillow mode as 8-bit RGB: 16/32-bit greys scaled (not clipped), transparency laid on white."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        low, high = image.getextrema()
+        low, high = cast(tuple[float, float], image.getextrema())
         scale = 255.0 / (high - low) if high > low else 0.0
         image = image.convert("F").point(lambda value: (value - low) * scale).convert("L")
     if image.mode == "P" and "transparency" in image.info:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -304,6 +305,17 @@ def pipelined(ctx: IngestContext, batches: Sequence[Sequence[CatalogEntry]]) -> 
     prepared: deque[Future[PreparedBatch]] = deque()
     writes: deque[Future[BatchResult]] = deque()
     upcoming = iter(batches)
+    failed = threading.Event()
+
+    def write(ready: PreparedBatch, vectors: NDArray[np.float32]) -> BatchResult:
+        if failed.is_set():  # an earlier write failed for good: its error is what the caller will see
+            raise RuntimeError("skipped after an earlier write failed")
+        try:
+            return retrying(ctx, write_batch, ctx, ready, vectors)
+        except BaseException:
+            failed.set()
+            raise
+
     try:
         for batch in islice(upcoming, ctx.prefetch):
             prepared.append(decoders.submit(retrying, ctx, prepare_batch, ctx, batch))
@@ -312,7 +324,7 @@ def pipelined(ctx: IngestContext, batches: Sequence[Sequence[CatalogEntry]]) -> 
             for batch in islice(upcoming, 1):
                 prepared.append(decoders.submit(retrying, ctx, prepare_batch, ctx, batch))
             vectors = encode_batch(ctx, ready)
-            writes.append(writer.submit(retrying, ctx, write_batch, ctx, ready, vectors))
+            writes.append(writer.submit(write, ready, vectors))
             while len(writes) > 1 or (writes and writes[0].done()):
                 yield writes.popleft().result()
         while writes:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -51,7 +52,7 @@ class SketchTextQuery:
 class SearchHit:
     """One result: the point's id and score, its payload, and its SQL metadata row (None if it has none)."""
 
-    id: str | int
+    id: str | int | uuid.UUID
     score: float
     key: str | None
     payload: dict[str, Any]
@@ -84,7 +85,8 @@ def load_sketch(value: SketchInput) -> Image.Image:
 
 def is_blank(image: Image.Image) -> bool:
     """True when an image has a single colour (an empty canvas)."""
-    return all(low == high for low, high in image.getextrema())  # type: ignore[union-attr]
+    extrema = cast(tuple[tuple[float, float], ...], image.getextrema())  # per band, as the image is RGB
+    return all(low == high for low, high in extrema)
 
 
 def prepare_inputs(query: SketchTextQuery) -> tuple[Image.Image | None, str | None]:

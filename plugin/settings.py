@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import platformdirs
 from pydantic import BaseModel, Field, SecretStr
@@ -29,7 +29,7 @@ class ModelSettings(BaseModel):
     checkpoint: Path | None = None  # a trained sketchtext checkpoint directory (composed queries)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16/fp16 when it agrees with fp32
-    batch_size: int = Field(32, ge=1)
+    batch_size: Annotated[int, Field(ge=1)] = 32
 
 
 class StoreSettings(BaseModel):
@@ -70,11 +70,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SKETCHTEXT_", env_nested_delimiter="__", extra="forbid")
 
     data_dir: Path = Field(default_factory=default_data_dir)
-    model: ModelSettings = ModelSettings()
-    store: StoreSettings = StoreSettings()
-    db: DatabaseSettings = DatabaseSettings()
-    queue: QueueSettings = QueueSettings()
-    web: WebSettings = WebSettings()
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    db: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -102,7 +102,7 @@ class Settings(BaseSettings):
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Settings from the environment, then `config_file` (or $SKETCHTEXT_CONFIG), with explicit overrides on top."""
-    cls = Settings
+    cls: type[Settings] = Settings
     config_file = config_file or (
         Path(os.environ["SKETCHTEXT_CONFIG"]) if os.environ.get("SKETCHTEXT_CONFIG") else None
     )
@@ -110,7 +110,10 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         if not config_file.is_file():
             raise ConfigError(f"Config file {config_file} does not exist; pass an existing TOML file.")
         # A subclass carries the file, so two callers with different files never share state.
-        cls = type("FileSettings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": config_file}})
+        cls = cast(
+            type[Settings],
+            type("FileSettings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": config_file}}),
+        )
     try:
         return cls(**overrides)
     except ValueError as exc:

@@ -73,7 +73,7 @@ def build_filter(
             values = list(value)
             if not values:
                 continue
-            must.append(models.FieldCondition(key=prefix + name, match=models.MatchAny(any=values)))
+            must.append(models.FieldCondition(key=prefix + name, match=models.MatchAny(any=values)))  # type: ignore[arg-type]
     if host is not None:
         must.append(host)
     return models.Filter(must=must) if must else None
@@ -259,7 +259,7 @@ class QdrantStore:
     def _existing(self, collection: str, ids: Sequence[str | int]) -> set[str | int]:
         with translated(f"read points of {collection!r}"):
             found = self.client.retrieve(collection, ids=list(ids), with_payload=False, with_vectors=False)
-        return {point.id for point in found}
+        return {qdrant_id(point.id) for point in found}
 
     def delete(self, collection: str, ids: Sequence[PointId]) -> None:
         """Remove sketchtext's points; from host points, remove only sketchtext's vector and payload."""
@@ -309,7 +309,7 @@ class QdrantStore:
             for record in records:
                 own = self.own_payload(record.payload)
                 if own or not self.host_points:
-                    yield record.id, own
+                    yield qdrant_id(record.id), own
             if offset is None:
                 return
 

@@ -91,13 +91,13 @@ def repair(
     orphans = [d for d in differences if d.kind == "orphan_point" and (d.key not in files)]
     store.delete(collection, [d.point_id for d in gone + orphans if d.point_id is not None])
     db.delete_assets(collection, [d.key for d in gone if d.key])
-    embed = sorted({d.key for d in differences if d.key in files and d.kind != "missing_file"})
+    embed = sorted({d.key for d in differences if d.key is not None and d.key in files and d.kind != "missing_file"})
     if embed:
         db.mark_pending(collection, embed)
         ctx = ctx_factory()
         ctx.ensure_collection()
         for batch in batched([files[key] for key in embed], batch_size):
             ingest_batch(ctx, batch)
-    counts = Counter(d.kind for d in differences)
-    log.info("repaired %s", dict(counts))
-    return dict(counts)
+    counts: dict[str, int] = dict(Counter(str(d.kind) for d in differences))
+    log.info("repaired %s", counts)
+    return counts
