@@ -56,7 +56,7 @@ class QueueSettings(BaseModel):
 
 class WebSettings(BaseModel):
     token: SecretStr | None = None  # bearer token required by `sketchtext serve` on the page and the API when set
-    max_upload_bytes: int = Field(8 * 1024 * 1024, ge=1024)  # largest search request body (sketch included)
+    max_upload_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024  # largest search request body (sketch included)
     catalog_root: Path | None = None  # where photos are served from; defaults to the folder last ingested
 
 
