@@ -15,11 +15,13 @@ from numpy.typing import NDArray
 from sketchtext.plugin.checkpoint import COMBINES, CheckpointInfo, apply_checkpoint, read_checkpoint
 from sketchtext.plugin.composer import ComposedCLIP
 from sketchtext.plugin.encoders import (
+    DTYPES,
     ClipEncoder,
     ModelSpec,
+    check_precision,
+    choose_precision,
     create_clip,
     resolve_device,
-    resolve_dtype,
     weights_fingerprint,
 )
 from sketchtext.plugin.errors import CheckpointError, QueryError
@@ -133,8 +135,10 @@ def load_composed_encoder(
     base_fingerprint = weights_fingerprint(parsed)
     check_base(info, base_fingerprint, f"model {parsed}")
     resolved = resolve_device(device)
-    dtype = resolve_dtype(precision, resolved)
+    if precision != "auto":
+        check_precision(precision, resolved)
     model, preprocess, tokenizer = create_clip(parsed, resolved)
+    dtype = getattr(torch, DTYPES[choose_precision(model, preprocess, precision, resolved)])
     log.info("loaded %s with checkpoint %s (%s) on %s as %s", parsed, info.path, info.fingerprint, resolved, dtype)
     return ComposedEncoder(
         model, preprocess, tokenizer, info, base_fingerprint=base_fingerprint, device=resolved, dtype=dtype

@@ -19,11 +19,11 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sketchtext.plugin.catalog import IMAGE_SUFFIXES
 from sketchtext.plugin.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 SPLITS = ("train", "val", "test")
 SPLIT_ALIASES = {"training": "train", "valid": "val", "validation": "val", "dev": "val", "testing": "test"}
 SKETCH_NUMBER = re.compile(r"^(?P<photo>.+)_\d+$")

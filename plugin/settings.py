@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import platformdirs
 from pydantic import BaseModel, Field, SecretStr
@@ -28,8 +28,8 @@ class ModelSettings(BaseModel):
     spec: str = DEFAULT_MODEL_SPEC
     checkpoint: Path | None = None  # a trained sketchtext checkpoint directory (composed queries)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"
-    batch_size: int = Field(32, ge=1)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16/fp16 when it agrees with fp32
+    batch_size: Annotated[int, Field(ge=1)] = 32
 
 
 class StoreSettings(BaseModel):
@@ -38,6 +38,7 @@ class StoreSettings(BaseModel):
     path: Path | None = None  # embedded store folder; defaults to <data_dir>/qdrant
     collection: str = "sketchtext"
     vector_name: str | None = None  # a named vector inside a host's collection
+    point_ids: Literal["asset", "host"] = "asset"  # "host": point id = the sidecar's host_id (host-owned points)
     timeout_s: float = 30.0
 
 
@@ -53,6 +54,12 @@ class QueueSettings(BaseModel):
     encode_timeout_s: float = 30.0
 
 
+class WebSettings(BaseModel):
+    token: SecretStr | None = None  # bearer token required by `sketchtext serve` on the page and the API when set
+    max_upload_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024  # largest search request body (sketch included)
+    catalog_root: Path | None = None  # where photos are served from; defaults to the folder last ingested
+
+
 def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("sketchtext", appauthor=False))
 
@@ -63,10 +70,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SKETCHTEXT_", env_nested_delimiter="__", extra="forbid")
 
     data_dir: Path = Field(default_factory=default_data_dir)
-    model: ModelSettings = ModelSettings()
-    store: StoreSettings = StoreSettings()
-    db: DatabaseSettings = DatabaseSettings()
-    queue: QueueSettings = QueueSettings()
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    db: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -94,7 +102,7 @@ class Settings(BaseSettings):
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Settings from the environment, then `config_file` (or $SKETCHTEXT_CONFIG), with explicit overrides on top."""
-    cls = Settings
+    cls: type[Settings] = Settings
     config_file = config_file or (
         Path(os.environ["SKETCHTEXT_CONFIG"]) if os.environ.get("SKETCHTEXT_CONFIG") else None
     )
@@ -102,7 +110,10 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         if not config_file.is_file():
             raise ConfigError(f"Config file {config_file} does not exist; pass an existing TOML file.")
         # A subclass carries the file, so two callers with different files never share state.
-        cls = type("FileSettings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": config_file}})
+        cls = cast(
+            type[Settings],
+            type("FileSettings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": config_file}}),
+        )
     try:
         return cls(**overrides)
     except ValueError as exc:

@@ -44,7 +44,7 @@ def sketches(tmp_path_factory: pytest.TempPathFactory) -> list[Image.Image]:
 
 def test_save_then_load_gives_identical_query_embeddings(made, sketches, tiny_encoder) -> None:
     info, cc, preprocess = made
-    encoder = load_encoder(TINY_SPEC, device="cpu", checkpoint=info.path)
+    encoder = load_encoder(TINY_SPEC, device="cpu", precision="fp32", checkpoint=info.path)
     assert encoder.fingerprint == f"sketchtext-tiny@random-seed0+{info.fingerprint}"
     pixels = torch.stack([preprocess(s) for s in sketches])
     texts = ["in red", "in blue", "in tan suede with a buckle", "in green"]
@@ -63,7 +63,7 @@ def test_save_then_load_gives_identical_query_embeddings(made, sketches, tiny_en
 
 def test_modes_follow_the_query_and_the_recorded_best(made, sketches, tmp_path: Path) -> None:
     info, _, _ = made
-    encoder = load_encoder(TINY_SPEC, device="cpu", checkpoint=info.path)
+    encoder = load_encoder(TINY_SPEC, device="cpu", precision="fp32", checkpoint=info.path)
     inputs = [(sketches[0], None), (None, "a red shoe"), (sketches[1], "in red"), (sketches[2], "in red")]
     vectors, modes = query_vectors(encoder, inputs, [None, None, None, "fusion"])
     assert modes == ["sketch", "text", "composed", "fusion"]
@@ -78,7 +78,7 @@ def test_modes_follow_the_query_and_the_recorded_best(made, sketches, tmp_path: 
     for name in ("model.safetensors", "config.json"):
         (copy / name).write_bytes((info.path / name).read_bytes())
     update_config(read_checkpoint(copy), combine={"mode": "sum", "source": "test", "measured": {}})
-    recorded = load_encoder(TINY_SPEC, device="cpu", checkpoint=copy)
+    recorded = load_encoder(TINY_SPEC, device="cpu", precision="fp32", checkpoint=copy)
     assert query_vectors(recorded, inputs[2:3])[1] == ["sum"]
 
 
@@ -91,9 +91,9 @@ def test_without_a_checkpoint_only_the_sum_combines(tiny_encoder, sketches) -> N
 def test_checkpoint_errors(made, tmp_path: Path) -> None:
     info, _, _ = made
     with pytest.raises(CheckpointError, match="--model open_clip:sketchtext-tiny"):
-        load_encoder("open_clip:ViT-B-32", device="cpu", checkpoint=info.path)
+        load_encoder("open_clip:ViT-B-32", device="cpu", precision="fp32", checkpoint=info.path)
     with pytest.raises(CheckpointError, match="not a sketchtext checkpoint"):
-        load_encoder(TINY_SPEC, device="cpu", checkpoint=tmp_path)
+        load_encoder(TINY_SPEC, device="cpu", precision="fp32", checkpoint=tmp_path)
     (tmp_path / "model.safetensors").write_bytes((info.path / "model.safetensors").read_bytes() + b" ")
     (tmp_path / "config.json").write_bytes((info.path / "config.json").read_bytes())
     with pytest.raises(CheckpointError, match="modified or partly copied"):
@@ -102,7 +102,7 @@ def test_checkpoint_errors(made, tmp_path: Path) -> None:
 
 def test_plugin_serves_composed_queries_from_a_bound_collection(made, catalog: Path, tmp_path: Path) -> None:
     info, _, _ = made
-    model = {"spec": TINY_SPEC, "device": "cpu", "checkpoint": info.path}
+    model = {"spec": TINY_SPEC, "device": "cpu", "precision": "fp32", "checkpoint": info.path}
     sketch = catalog / "shoes" / "item0.png"
     with SketchTextPlugin(Settings(data_dir=tmp_path / "data", model=model)) as plugin:
         assert plugin.ingest(catalog).as_dict()["embedded"] == 6
@@ -112,7 +112,7 @@ def test_plugin_serves_composed_queries_from_a_bound_collection(made, catalog: P
         assert [e.mode for e in encoded] == ["sketch", "fusion"]
         hits = plugin.search(SketchTextQuery(sketch=sketch, text="in red", category="shoes", limit=3))
         assert hits and {h.payload["category"] for h in hits} == {"shoes"}
-    plain = {"spec": TINY_SPEC, "device": "cpu"}
+    plain = {"spec": TINY_SPEC, "device": "cpu", "precision": "fp32"}
     with (
         SketchTextPlugin(Settings(data_dir=tmp_path / "data", model=plain)) as plugin,
         pytest.raises(ModelMismatchError, match=info.fingerprint),
