@@ -251,3 +251,9 @@ def generate(
         workers=workers,
     )
     click.echo(f"wrote {out}: {json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict | list)})}")
+
+
+from sketchtext.cli.pretrain import pretrain, probe  # noqa: E402  (the commands need `main`'s helpers)
+
+main.add_command(pretrain)
+main.add_command(probe)
