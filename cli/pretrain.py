@@ -15,9 +15,10 @@ from sketchtext.cli.main import friendly_errors
 @click.option("--data", "world", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="FILE.safetensors")
 @click.option("--arch", default="sketchtext-mini", show_default=True, help="open_clip architecture.")
-@click.option("--epochs", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True, help="Shapes per step.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch threads (see docs).")
 @click.option("--no-image-image", is_flag=True, help="Leave out the same-shape-other-colourway term.")
 @click.option("--no-sketch-photo", is_flag=True, help="Leave out the sketch-photo term.")
 @click.option("--no-sketch-captions", is_flag=True, help="Leave out the captioned sketches.")
@@ -30,6 +31,7 @@ def pretrain(
     epochs: int,
     batch_size: int,
     seed: int,
+    threads: int,
     no_image_image: bool,
     no_sketch_photo: bool,
     no_sketch_captions: bool,
@@ -47,6 +49,7 @@ def pretrain(
         epochs=epochs,
         batch_size=batch_size,
         seed=seed,
+        threads=threads,
         image_image_weight=0.0 if no_image_image else PretrainCfg.image_image_weight,
         sketch_photo_weight=0.0 if no_sketch_photo else PretrainCfg.sketch_photo_weight,
         sketch_caption_weight=0.0 if no_sketch_captions else PretrainCfg.sketch_caption_weight,
@@ -72,14 +75,18 @@ def pretrain(
 @click.option("--model", "model_spec", required=True, help="e.g. open_clip:sketchtext-mini@artifacts/mini.safetensors")
 @click.option("--data", "world", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--split", type=click.Choice(["val", "test", "train"]), default="val", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch threads.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON only.")
 @friendly_errors
-def probe(model_spec: str, world: Path, split: str, as_json: bool) -> None:
+def probe(model_spec: str, world: Path, split: str, threads: int, as_json: bool) -> None:
     """Probe a foundation CLIP on a world: shape, sketch, shape words and colour words (the gate for training)."""
+    import torch
+
     from sketchtext.plugin.encoders import load_encoder
     from sketchtext.plugin.probes import format_table, gate, run_probes
     from sketchtext.plugin.worldfiles import read_world
 
+    torch.set_num_threads(threads)  # on a shared CPU, more threads than free cores spin and run far slower
     results = run_probes(read_world(world), load_encoder(model_spec, device="cpu"), split)
     gates = gate(results)
     report = {"model": model_spec, "split": split, "probes": {k: dataclasses.asdict(v) for k, v in results.items()}}

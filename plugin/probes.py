@@ -122,9 +122,9 @@ def run_probes(
     sk = _images(world, [s for s, _ in sketches], encoder)
     out["sketch_shape"] = rank_accuracy(sk @ gallery.T, np.array([s for _, s in sketches])[:, None] == shape_of)
 
-    names = sorted({p.shape for p in photos})
-    desc = _batched(encoder.encode_texts, [world.shapes[s]["description"] for s in names])
-    out["desc_shape"] = rank_accuracy(desc @ gallery.T, np.array(names)[:, None] == shape_of)
+    split_shapes = sorted({p.shape for p in photos})
+    desc = _batched(encoder.encode_texts, [world.shapes[s]["description"] for s in split_shapes])
+    out["desc_shape"] = rank_accuracy(desc @ gallery.T, np.array(split_shapes)[:, None] == shape_of)
 
     train = world.photos_of("train") if names else []
     if train:

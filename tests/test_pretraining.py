@@ -113,3 +113,11 @@ def test_cli_pretrain_and_probe(tiny_world: Path, tmp_path: Path) -> None:
     assert "| photo_shape |" in table.output
     missing = CliRunner().invoke(main, ["probe", "--model", spec, "--data", str(tmp_path)])
     assert missing.exit_code == 1 and "error:" in missing.output
+
+
+def test_the_bundled_mini_architecture_builds_and_encodes(tiny_world: Path) -> None:
+    from sketchtext.plugin.encoders import load_encoder
+
+    encoder = load_encoder("open_clip:sketchtext-mini", device="cpu")
+    image = Image.open(tiny_world / next(iter(read_world(tiny_world).photos))).convert("RGB")
+    assert encoder.encode_images([image]).shape == (1, 128) == encoder.encode_texts(["a red boot"]).shape
