@@ -19,6 +19,9 @@ from sketchtext.cli.main import friendly_errors
 @click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True, help="Shapes per step.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch threads (see docs).")
+@click.option(
+    "--caption-weight", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Photo-caption term."
+)
 @click.option("--no-image-image", is_flag=True, help="Leave out the same-shape-other-colourway term.")
 @click.option("--no-sketch-photo", is_flag=True, help="Leave out the sketch-photo term.")
 @click.option("--no-sketch-captions", is_flag=True, help="Leave out the captioned sketches.")
@@ -32,6 +35,7 @@ def pretrain(
     batch_size: int,
     seed: int,
     threads: int,
+    caption_weight: float,
     no_image_image: bool,
     no_sketch_photo: bool,
     no_sketch_captions: bool,
@@ -50,6 +54,7 @@ def pretrain(
         batch_size=batch_size,
         seed=seed,
         threads=threads,
+        caption_weight=caption_weight,
         image_image_weight=0.0 if no_image_image else PretrainCfg.image_image_weight,
         sketch_photo_weight=0.0 if no_sketch_photo else PretrainCfg.sketch_photo_weight,
         sketch_caption_weight=0.0 if no_sketch_captions else PretrainCfg.sketch_caption_weight,
