@@ -121,3 +121,14 @@ def test_the_bundled_mini_architecture_builds_and_encodes(tiny_world: Path) -> N
     encoder = load_encoder("open_clip:sketchtext-mini", device="cpu")
     image = Image.open(tiny_world / next(iter(read_world(tiny_world).photos))).convert("RGB")
     assert encoder.encode_images([image]).shape == (1, 128) == encoder.encode_texts(["a red boot"]).shape
+
+
+def test_the_same_seed_gives_the_same_checkpoint(tiny_world: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    cfg = PretrainCfg(epochs=1, **TINY)
+    first, second = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    pretrain(tiny_world, first, cfg)
+    pretrain(tiny_world, second, cfg)
+    a, b = load_file(str(first)), load_file(str(second))
+    assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
