@@ -20,7 +20,7 @@ from sketchtext.cli.main import friendly_errors
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch threads (see docs).")
 @click.option(
-    "--caption-weight", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Photo-caption term."
+    "--caption-weight", type=click.FloatRange(min=0), default=2.0, show_default=True, help="Photo-caption term."
 )
 @click.option("--no-image-image", is_flag=True, help="Leave out the same-shape-other-colourway term.")
 @click.option("--no-sketch-photo", is_flag=True, help="Leave out the sketch-photo term.")

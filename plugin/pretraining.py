@@ -53,7 +53,7 @@ class PretrainCfg:
     weight_decay: float = 0.1
     warmup_steps: int = 10
     shift: int = 4  # random translation in pixels (edge-padded)
-    caption_weight: float = 1.0  # photo <-> caption
+    caption_weight: float = 2.0  # photo <-> caption; 2 keeps colour words (1 lost them: colour Acc@10 78% vs 88%)
     sketch_caption_weight: float = 1.0  # sketch <-> caption (captions.csv rows of kind "sketch")
     image_image_weight: float = 1.0  # photo <-> same shape in another colourway
     sketch_photo_weight: float = 1.0  # sketch <-> photo of its shape
