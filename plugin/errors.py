@@ -43,6 +43,14 @@ class DatabaseUnavailableError(DatabaseError):
     """The metadata database cannot be reached."""
 
 
+class QueueError(SketchTextError):
+    """Distributed work failed: a batch failed on a worker, or no worker answered in time."""
+
+
+class QueueUnavailableError(QueueError):
+    """The Celery broker or result backend cannot be reached."""
+
+
 class CatalogError(SketchTextError):
     """The catalog folder or its sidecar metadata is unusable."""
 

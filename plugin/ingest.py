@@ -59,8 +59,13 @@ class BatchResult:
 
 def asset_row(ctx: IngestContext, entry: CatalogEntry) -> dict[str, Any]:
     """The SQL columns that come from the catalog (not from decoding)."""
+    return catalog_row(ctx.collection, entry)
+
+
+def catalog_row(collection: str, entry: CatalogEntry) -> dict[str, Any]:
+    """An entry's catalog fields as SQL columns of `collection` (shared by both ingest drivers)."""
     return {
-        "collection": ctx.collection,
+        "collection": collection,
         "key": entry.key,
         "category": entry.category,
         "scene": entry.scene,
@@ -185,9 +190,14 @@ def batched(items: Sequence[CatalogEntry], size: int) -> list[Sequence[CatalogEn
 def prune_missing(ctx: IngestContext, present: set[str]) -> list[str]:
     """Delete the vectors and rows of assets whose files are gone."""
     gone = sorted(ctx.db.keys(ctx.collection) - present)
-    ctx.store.delete(ctx.collection, [asset_id(ctx.collection, key) for key in gone])
-    ctx.db.delete_assets(ctx.collection, gone)
+    remove_assets(ctx, gone)
     return gone
+
+
+def remove_assets(ctx: IngestContext, keys: Sequence[str]) -> None:
+    """Delete assets' vectors, then their rows (a retry after a failure in between finds the rows again)."""
+    ctx.store.delete(ctx.collection, [asset_id(ctx.collection, key) for key in keys])
+    ctx.db.delete_assets(ctx.collection, keys)
 
 
 def run_ingest(

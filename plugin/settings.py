@@ -51,6 +51,8 @@ class QueueSettings(BaseModel):
     queue: str = "gpu"
     remote_encode: bool = False  # encode queries on a Celery worker instead of in-process
     encode_timeout_s: float = 30.0
+    # Redis redelivers a batch whose worker died after this long; it must exceed the longest batch.
+    visibility_timeout_s: float = Field(3600.0, gt=0)
 
 
 def default_data_dir() -> Path:
