@@ -26,9 +26,11 @@ from sketchtext.plugin.settings import Settings, load_settings
 from sketchtext.plugin.store import QdrantStore, build_filter
 
 if TYPE_CHECKING:
+    from PIL import Image
     from qdrant_client import QdrantClient, models
 
     from sketchtext.plugin.encoders import ClipEncoder
+    from sketchtext.plugin.remote import RemoteQueryEncoder
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,7 @@ class SketchTextPlugin:
         collection: str | None = None,
         vector_name: str | None = None,
         encoder: ClipEncoder | None = None,
+        remote_encoder: RemoteQueryEncoder | None = None,
     ) -> None:
         """Args:
         settings: Configuration; `load_settings()` (environment and config file) when omitted.
@@ -75,6 +78,8 @@ class SketchTextPlugin:
         collection: The collection to ingest into and search; defaults to `settings.store.collection`.
         vector_name: A named vector of the collection to hold sketchtext vectors (for host collections).
         encoder: An already loaded encoder (shared between plugins, or a test model).
+        remote_encoder: Encodes queries elsewhere when `settings.queue.remote_encode` is on; defaults to the
+            Celery one (a GPU worker running `sketchtext worker`).
         """
         self.settings = settings or load_settings()
         self.collection = collection or self.settings.store.collection
@@ -83,6 +88,8 @@ class SketchTextPlugin:
         self._vector_name = vector_name
         self._encoder = encoder
         self._db: MetadataDB | None = None
+        self._remote = remote_encoder
+        self._remote_fingerprint: str | None = None
 
     # -- parts, created on first use
     @property
@@ -155,7 +162,10 @@ class SketchTextPlugin:
     def encode_batch(self, queries: Sequence[SketchTextQuery]) -> list[EncodedQuery]:
         """Encode many queries with one pass through each tower."""
         inputs = [prepare_inputs(q) for q in queries]
-        vectors = zero_shot_vectors(self.encoder, inputs)
+        if self.settings.queue.remote_encode:
+            vectors = self._remote_vectors(inputs)
+        else:
+            vectors = zero_shot_vectors(self.encoder, inputs)
         return [
             EncodedQuery(
                 vector=vector,
@@ -166,6 +176,23 @@ class SketchTextPlugin:
             )
             for query, pair, vector in zip(queries, inputs, vectors, strict=True)
         ]
+
+    def _remote_vectors(self, inputs: list[tuple[Image.Image | None, str | None]]) -> NDArray[np.float32]:
+        """Query vectors from a worker (hosts without a GPU); the model never loads here."""
+        if self._remote is None:
+            from sketchtext.plugin.remote import load_remote_encoder
+
+            self._remote = load_remote_encoder(self.settings)
+        remote = self._remote.encode(inputs)
+        self._remote_fingerprint = remote.fingerprint
+        return remote.vectors
+
+    @property
+    def query_fingerprint(self) -> str:
+        """The model that makes query vectors: the worker's when encoding remotely, else the local encoder's."""
+        if self.settings.queue.remote_encode and self._remote_fingerprint is not None:
+            return self._remote_fingerprint
+        return self.encoder.fingerprint
 
     def encode(self, query: SketchTextQuery) -> EncodedQuery:
         """The query vector, named vector and filter for a host to run with its own client.
@@ -179,7 +206,7 @@ class SketchTextPlugin:
     def search_batch(self, queries: Sequence[SketchTextQuery]) -> list[list[SearchHit]]:
         """Run many queries; results per query in score order, joined with their SQL rows."""
         batch = self.encode_batch(queries)  # validates every query before touching the store
-        self.store.check_binding(self.collection, self.encoder.fingerprint)
+        self.store.check_binding(self.collection, self.query_fingerprint)
         results = []
         for encoded in batch:
             points = self.store.query(
