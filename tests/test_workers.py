@@ -18,6 +18,7 @@ from sketchtext.plugin.errors import (
     DatabaseUnavailableError,
     InvalidSketchError,
     ModelMismatchError,
+    ModelUnavailableError,
     StoreUnavailableError,
 )
 from sketchtext.plugin.facade import SketchTextPlugin
@@ -148,6 +149,14 @@ def test_preflight_names_the_fix(settings: Settings) -> None:
         runtime.close()
     WorkerRuntime(settings).close()
     QdrantStore.open(settings).close()  # released on close
+
+
+def test_preflight_refuses_a_missing_checkpoint(settings: Settings, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "clip.safetensors"
+    model = settings.model.model_copy(update={"spec": f"open_clip:RN50@{missing}"})
+    settings = settings.model_copy(update={"model": model})
+    with pytest.raises(ModelUnavailableError, match="does not exist on this worker"):
+        WorkerRuntime(settings).preflight("solo", 1)
 
 
 def test_preflight_fails_fast_on_an_unreachable_database(settings: Settings) -> None:

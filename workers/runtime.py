@@ -10,7 +10,14 @@ from typing import Any
 
 from sketchtext.plugin.db import MetadataDB
 from sketchtext.plugin.dispatch import BatchJob, entries_for_job
-from sketchtext.plugin.errors import ConfigError, InvalidSketchError, ModelMismatchError, StoreError
+from sketchtext.plugin.encoders import ModelSpec
+from sketchtext.plugin.errors import (
+    ConfigError,
+    InvalidSketchError,
+    ModelMismatchError,
+    ModelUnavailableError,
+    StoreError,
+)
 from sketchtext.plugin.facade import SketchTextPlugin
 from sketchtext.plugin.ingest import BatchResult, IngestContext, ingest_batch, remove_assets
 from sketchtext.plugin.search import SketchTextQuery
@@ -47,6 +54,12 @@ class WorkerRuntime:
             raise ConfigError(
                 f"The embedded store {self.settings.store_path} allows one process and one writer: run the worker "
                 "with --pool solo, or run a Qdrant server and set SKETCHTEXT_STORE__URL to use more workers."
+            )
+        spec = ModelSpec.parse(self.settings.model.spec)  # the model itself loads on the first task
+        if spec.weights_path is not None and not spec.weights_path.is_file():
+            raise ModelUnavailableError(
+                f"Checkpoint file {spec.weights_path} does not exist on this worker; mount it there or fix "
+                "SKETCHTEXT_MODEL__SPEC."
             )
         db = MetadataDB(self.settings.database_url)
         db.ensure_schema(auto_upgrade=db.engine.dialect.name == "sqlite")
