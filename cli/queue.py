@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -49,7 +50,7 @@ def friendly(func: F) -> F:
 @click.option("--model", "model_spec", help="Model spec; must match the one `ingest --queue` plans with.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where the model runs.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="Model precision.")
-@click.option("-n", "--hostname", help="Worker name (Celery's %h etc. allowed); default celery@HOST.")
+@click.option("-n", "--hostname", help="Worker name (Celery's %h allowed); default sketchtext-PID@HOST.")
 @click.option("-l", "--loglevel", default="INFO", show_default=True)
 @click.pass_obj
 @friendly
@@ -77,8 +78,7 @@ def worker(
     runtime.preflight(pool, concurrency)
     argv = ["worker", "--queues", queues or settings.queue.queue, "--pool", pool, "--concurrency", str(concurrency)]
     argv += ["--loglevel", loglevel, "--without-gossip", "--without-mingle"]
-    if hostname:
-        argv += ["--hostname", hostname]
+    argv += ["--hostname", hostname or f"sketchtext-{os.getpid()}@%h"]  # unique, so several workers share a machine
     try:
         code = app.start(argv)
     finally:

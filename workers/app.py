@@ -66,6 +66,8 @@ def make_celery(settings: Settings) -> SketchTextCelery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         worker_deduplicate_successful_tasks=True,
+        # The broker gives an unacknowledged batch to another worker when this one loses it; stop working on it too.
+        worker_cancel_long_running_tasks_on_connection_loss=True,
         broker_transport_options={
             "visibility_timeout": visibility,  # Redis: redeliver unacknowledged batches after this long
             "unacked_restore_interval": max(1, min(60, int(visibility / 10))),

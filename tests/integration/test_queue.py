@@ -7,6 +7,7 @@ then stops the workers and checks that files, SQL rows and Qdrant points agree: 
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import time
@@ -195,6 +196,37 @@ def test_a_killed_worker_loses_nothing_and_duplicates_nothing(
     assert report["embedded"] + report["unchanged"] == total and report["failed"] == 0
     assert second.stop() == 0
     assert broker.hlen("unacked") == 0
+    assert_embedded_exactly_once(env, catalog, migrated)
+
+
+def test_ctrl_c_stops_the_command_and_a_rerun_finishes_the_run(
+    tmp_path: Path, migrated: str, workers: Callable[..., Worker], redis_url: str
+) -> None:
+    total = 24
+    catalog = make_catalog(tmp_path / "catalog", total)
+    slow = {"SKETCHTEXT_TEST_SLOW_UPSERT_S": "0.3"}
+    env = queue_environment(broker_url=redis_url, db_url=migrated, data_dir=tmp_path / "data", extra=slow)
+    worker = workers(env, slow=True).wait_ready()
+    db = MetadataDB(migrated)
+    cli = subprocess.Popen(
+        sketchtext_command("ingest", str(catalog), "--queue"), env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_until(lambda: db.status_counts(COLLECTION).get("embedded", 0) >= 4, 90, "the first batch")
+        cli.send_signal(signal.SIGINT)
+        _, err = cli.communicate(timeout=30)
+        assert cli.returncode == 130 and "rerun the same command" in err
+        assert db.latest_runs(1)[0].status == "interrupted"
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+        db.engine.dispose()
+    rerun = run_cli(env, "ingest", str(catalog), "--queue", "--json")
+    assert rerun.returncode == 0, rerun.stderr
+    report = json.loads(rerun.stdout)
+    assert report["embedded"] + report["unchanged"] == total and report["unchanged"] >= 4
+    assert worker.stop() == 0
     assert_embedded_exactly_once(env, catalog, migrated)
 
 
