@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import platformdirs
 from pydantic import BaseModel, Field, SecretStr
@@ -52,7 +52,7 @@ class QueueSettings(BaseModel):
     remote_encode: bool = False  # encode queries on a Celery worker instead of in-process
     encode_timeout_s: float = 30.0
     # Redis redelivers a batch whose worker died after this long; it must exceed the longest batch.
-    visibility_timeout_s: float = Field(3600.0, gt=0)
+    visibility_timeout_s: Annotated[float, Field(gt=0)] = 3600.0
 
 
 def default_data_dir() -> Path:
