@@ -112,6 +112,7 @@ def main(ctx: click.Context, config: Path | None, data_dir: Path | None, verbose
 @click.argument("catalog", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @model_options
 @click.option("--prune", is_flag=True, help="Remove assets whose files are gone.")
+@click.option("--queue", "queued", is_flag=True, help="Send batches to Celery workers (`sketchtext worker`).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_obj
 @friendly_errors
@@ -125,6 +126,7 @@ def ingest(
     batch_size: int | None,
     collection: str | None,
     prune: bool,
+    queued: bool,
     as_json: bool,
 ) -> None:
     """Embed every photo under CATALOG into a Qdrant collection (new and changed files only)."""
@@ -133,13 +135,18 @@ def ingest(
     from sketchtext.plugin.facade import SketchTextPlugin
 
     settings = settings_from(state, model_spec, device, precision, batch_size, collection, checkpoint)
-    with SketchTextPlugin(settings) as plugin, tqdm(unit="img", desc="ingest", disable=as_json) as bar:
+    if queued:
+        from sketchtext.cli.queue import ingest_queued
 
-        def advance(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done)
+        summary = ingest_queued(settings, catalog, prune=prune, quiet=as_json)
+    else:
+        with SketchTextPlugin(settings) as plugin, tqdm(unit="img", desc="ingest", disable=as_json) as bar:
 
-        summary = plugin.ingest(catalog, prune=prune, progress=advance)
+            def advance(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done)
+
+            summary = plugin.ingest(catalog, prune=prune, progress=advance)
     report = summary.as_dict()
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -316,7 +323,8 @@ def generate(
 
 from sketchtext.cli.method import eval_command, train_command  # noqa: E402 - the commands use the group's helpers
 from sketchtext.cli.pretrain import pretrain, probe  # noqa: E402
+from sketchtext.cli.queue import status, worker  # noqa: E402
 from sketchtext.cli.serve import serve  # noqa: E402
 
-for command in (serve, train_command, eval_command, pretrain, probe):
+for command in (serve, train_command, eval_command, pretrain, probe, worker, status):
     main.add_command(command)

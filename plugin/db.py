@@ -377,6 +377,9 @@ class MetadataDB:
             )
             return Path(source) if source else None
 
-    def latest_runs(self, limit: int = 10) -> list[IngestRun]:
+    def latest_runs(self, limit: int = 10, collection: str | None = None) -> list[IngestRun]:
+        query = select(IngestRun).order_by(IngestRun.id.desc()).limit(limit)
+        if collection is not None:
+            query = query.where(IngestRun.collection == collection)
         with self.session() as session:
-            return list(session.scalars(select(IngestRun).order_by(IngestRun.id.desc()).limit(limit)))
+            return list(session.scalars(query))

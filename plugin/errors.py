@@ -47,6 +47,14 @@ class IngestBusyError(SketchTextError):
     """Another ingest into the same collection is running."""
 
 
+class QueueError(SketchTextError):
+    """Distributed work failed: a batch failed on a worker, or no worker answered in time."""
+
+
+class QueueUnavailableError(QueueError):
+    """The Celery broker or result backend cannot be reached."""
+
+
 class CatalogError(SketchTextError):
     """The catalog folder or its sidecar metadata is unusable."""
 

@@ -28,9 +28,11 @@ from sketchtext.plugin.verify import Difference, find_differences
 from sketchtext.plugin.verify import repair as repair_differences
 
 if TYPE_CHECKING:
+    from PIL import Image
     from qdrant_client import QdrantClient, models
 
     from sketchtext.plugin.encoders import ClipEncoder
+    from sketchtext.plugin.remote import RemoteQueryEncoder
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,7 @@ class SketchTextPlugin:
         collection: str | None = None,
         vector_name: str | None = None,
         encoder: ClipEncoder | None = None,
+        remote_encoder: RemoteQueryEncoder | None = None,
     ) -> None:
         """Args:
         settings: Configuration; `load_settings()` (environment and config file) when omitted.
@@ -80,6 +83,8 @@ class SketchTextPlugin:
 
         With `settings.store.point_ids == "host"`, points are the host's products (ids from the catalog's
         `host_id`): sketchtext adds its named vector and a `sketchtext` payload object to them and leaves the rest.
+        remote_encoder: Encodes queries elsewhere when `settings.queue.remote_encode` is on; defaults to the
+            Celery one (a GPU worker running `sketchtext worker`).
         """
         self.settings = settings or load_settings()
         self.collection = collection or self.settings.store.collection
@@ -91,6 +96,8 @@ class SketchTextPlugin:
         self._vector_name = vector_name
         self._encoder = encoder
         self._db: MetadataDB | None = None
+        self._remote = remote_encoder
+        self._remote_fingerprint: str | None = None
 
     # -- parts, created on first use
     @property
@@ -184,7 +191,10 @@ class SketchTextPlugin:
     def encode_batch(self, queries: Sequence[SketchTextQuery]) -> list[EncodedQuery]:
         """Encode many queries with one pass through each tower."""
         inputs = [prepare_inputs(q) for q in queries]
-        vectors, modes = query_vectors(self.encoder, inputs, [q.combine for q in queries])
+        if self.settings.queue.remote_encode:
+            vectors, modes = self._remote_vectors(inputs)
+        else:
+            vectors, modes = query_vectors(self.encoder, inputs, [q.combine for q in queries])
         return [
             EncodedQuery(
                 vector=vector,
@@ -195,6 +205,25 @@ class SketchTextPlugin:
             )
             for query, mode, vector in zip(queries, modes, vectors, strict=True)
         ]
+
+    def _remote_vectors(
+        self, inputs: list[tuple[Image.Image | None, str | None]]
+    ) -> tuple[NDArray[np.float32], list[Mode]]:
+        """Query vectors from a worker (hosts without a GPU); the model never loads here."""
+        if self._remote is None:
+            from sketchtext.plugin.remote import load_remote_encoder
+
+            self._remote = load_remote_encoder(self.settings)
+        remote = self._remote.encode(inputs)
+        self._remote_fingerprint = remote.fingerprint
+        return remote.vectors, remote.modes
+
+    @property
+    def query_fingerprint(self) -> str:
+        """The model that makes query vectors: the worker's when encoding remotely, else the local encoder's."""
+        if self.settings.queue.remote_encode and self._remote_fingerprint is not None:
+            return self._remote_fingerprint
+        return self.encoder.fingerprint
 
     def encode(self, query: SketchTextQuery) -> EncodedQuery:
         """The query vector, named vector and filter for a host to run with its own client.
@@ -208,7 +237,7 @@ class SketchTextPlugin:
     def search_batch(self, queries: Sequence[SketchTextQuery]) -> list[list[SearchHit]]:
         """Run many queries; results per query in score order, joined with their SQL rows."""
         batch = self.encode_batch(queries)  # validates every query before touching the store
-        self.store.check_binding(self.collection, self.encoder.fingerprint)
+        self.store.check_binding(self.collection, self.query_fingerprint)
         results = self.store.query_batch(
             self.collection, [(encoded.vector, encoded.query_filter, encoded.limit) for encoded in batch]
         )

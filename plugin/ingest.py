@@ -77,10 +77,10 @@ class BatchResult:
         self.write_s += other.write_s
 
 
-def asset_row(ctx: IngestContext, entry: CatalogEntry) -> dict[str, Any]:
-    """The SQL columns that come from the catalog (not from decoding)."""
+def catalog_row(collection: str, entry: CatalogEntry) -> dict[str, Any]:
+    """An entry's catalog fields as SQL columns of `collection` (shared by both ingest drivers)."""
     return {
-        "collection": ctx.collection,
+        "collection": collection,
         "key": entry.key,
         "category": entry.category,
         "scene": entry.scene,
@@ -148,7 +148,7 @@ def prepare_batch(ctx: IngestContext, entries: Sequence[CatalogEntry]) -> Prepar
     images = []
     rows: list[dict[str, Any]] = []
     for entry in entries:
-        row = asset_row(ctx, entry)
+        row = catalog_row(ctx.collection, entry)
         known_problem = entry.problem or conflicts.get(entry.key)
         if known_problem:
             result.failed[entry.key] = known_problem
@@ -342,11 +342,16 @@ def batched(items: Sequence[CatalogEntry], size: int) -> list[Sequence[CatalogEn
 def prune_missing(ctx: IngestContext, present: set[str]) -> list[str]:
     """Delete the vectors and rows of assets whose files are gone."""
     gone = sorted(ctx.db.keys(ctx.collection) - present)
-    rows = ctx.db.assets_by_key(ctx.collection, gone)
+    remove_assets(ctx, gone)
+    return gone
+
+
+def remove_assets(ctx: IngestContext, keys: Sequence[str]) -> None:
+    """Delete assets' vectors, then their rows (a retry after a failure in between finds the rows again)."""
+    rows = ctx.db.assets_by_key(ctx.collection, keys)
     stored = [row for row in rows.values() if row.status == AssetStatus.EMBEDDED]
     ctx.store.delete(ctx.collection, [point_id(ctx.store, ctx.collection, row.key, row.host_id) for row in stored])
-    ctx.db.delete_assets(ctx.collection, gone)
-    return gone
+    ctx.db.delete_assets(ctx.collection, keys)
 
 
 def run_ingest(

@@ -52,6 +52,8 @@ class QueueSettings(BaseModel):
     queue: str = "gpu"
     remote_encode: bool = False  # encode queries on a Celery worker instead of in-process
     encode_timeout_s: float = 30.0
+    # Redis redelivers a batch whose worker died after this long; it must exceed the longest batch.
+    visibility_timeout_s: Annotated[float, Field(gt=0)] = 3600.0
 
 
 class WebSettings(BaseModel):

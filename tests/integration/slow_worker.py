@@ -1,0 +1,32 @@
+"""`sketchtext worker` whose Qdrant writes linger before SQL hears of them, so a test can kill it in between.
+
+Run as a script (not collected by pytest): `python slow_worker.py worker ...`. SKETCHTEXT_TEST_SLOW_UPSERT_S sets the
+pause (default 0.5 s); the file SKETCHTEXT_TEST_GAP_MARKER names, when set, exists only during the pause.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from sketchtext.cli.main import main
+from sketchtext.plugin.store import QdrantStore
+
+_upsert = QdrantStore.upsert
+
+
+def slow_upsert(self: QdrantStore, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    _upsert(self, *args, **kwargs)
+    marker = Path(os.environ["SKETCHTEXT_TEST_GAP_MARKER"]) if os.environ.get("SKETCHTEXT_TEST_GAP_MARKER") else None
+    if marker is not None:
+        marker.touch()
+    time.sleep(float(os.environ.get("SKETCHTEXT_TEST_SLOW_UPSERT_S", "0.5")))
+    if marker is not None:
+        marker.unlink()
+
+
+QdrantStore.upsert = slow_upsert  # type: ignore[method-assign]
+
+if __name__ == "__main__":
+    main(prog_name="sketchtext")

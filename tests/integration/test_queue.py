@@ -1,0 +1,341 @@
+"""Ingest through a real queue: worker processes on Redis (or RabbitMQ), PostgreSQL metadata, Qdrant only in workers.
+
+Each test starts `sketchtext worker` processes (`--pool solo`) and runs `sketchtext ingest --queue` as a user does,
+then stops the workers and checks that files, SQL rows and Qdrant points agree: every file embedded exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sketchtext.plugin.catalog import scan_catalog
+from sketchtext.plugin.db import AssetStatus, MetadataDB, asset_id
+from sketchtext.plugin.errors import QueueError
+from sketchtext.plugin.facade import SketchTextPlugin
+from sketchtext.plugin.search import SketchTextQuery
+from sketchtext.plugin.settings import Settings
+from tests.conftest import TINY_SPEC, draw_product
+from tests.integration.processes import Worker, queue_environment, sketchtext_command
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+COLLECTION = "sketchtext"
+COLOURS = ["red", "blue", "green", "orange", "purple", "black", "yellow", "brown"]
+
+
+def make_catalog(root: Path, count: int) -> Path:
+    """A generated catalogue: `count` distinct product photos in two categories, with a sidecar of skus."""
+    rows = ["path,sku,scene"]
+    for i in range(count):
+        key = f"{'shoes' if i % 2 else 'bags'}/item{i:03d}.png"
+        draw_product(root / key, i, COLOURS[i % len(COLOURS)], size=(96 + i % 7 * 8, 80 + i % 5 * 8))
+        rows.append(f"{key},SKU-{i},{'beach' if i % 3 else 'street'}")
+    (root / "catalog.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def run_cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(sketchtext_command(*args), env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up waiting for {what} after {timeout}s")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def workers(tmp_path: Path, redis_url: str) -> Iterator[Callable[..., Worker]]:
+    """Starts workers; every one is stopped (and its process group killed) when the test ends."""
+    started: list[Worker] = []
+
+    def start(env: dict[str, str], *args: str, slow: bool = False) -> Worker:
+        worker = Worker(env, tmp_path / f"worker-{len(started)}.log", args, slow=slow)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop(timeout=15)
+
+
+@pytest.fixture
+def migrated(postgres_url: str) -> str:
+    MetadataDB(postgres_url).upgrade()  # as `sketchtext db upgrade` does in a deployment
+    return postgres_url
+
+
+def qdrant_points(env: dict[str, str]) -> dict[str, str]:
+    """Point id -> payload key of every point, read after the workers let go of the store."""
+    from qdrant_client import QdrantClient
+
+    if env.get("SKETCHTEXT_STORE__URL"):
+        client = QdrantClient(url=env["SKETCHTEXT_STORE__URL"])
+    else:
+        client = QdrantClient(path=env["SKETCHTEXT_STORE__PATH"])
+    collection = env.get("SKETCHTEXT_STORE__COLLECTION", COLLECTION)
+    try:
+        points: dict[str, str] = {}
+        offset = None
+        while True:
+            batch, offset = client.scroll(collection, limit=256, offset=offset, with_payload=True)
+            for point in batch:
+                assert str(point.id) not in points
+                points[str(point.id)] = (point.payload or {})["key"]
+            if offset is None:
+                return points
+    finally:
+        client.close()
+
+
+def assert_embedded_exactly_once(
+    env: dict[str, str], catalog: Path, db_url: str, failed: set[str] = frozenset()
+) -> None:
+    """Files, SQL rows and Qdrant points agree: one point per good file, under its deterministic id."""
+    collection = env.get("SKETCHTEXT_STORE__COLLECTION", COLLECTION)
+    files = {entry.key for entry in scan_catalog(catalog)}
+    good = files - failed
+    db = MetadataDB(db_url)
+    rows = db.assets_by_key(collection, sorted(files))
+    db.engine.dispose()
+    assert set(rows) == files
+    assert {k for k, r in rows.items() if r.status == AssetStatus.EMBEDDED} == good
+    assert {k for k, r in rows.items() if r.status == AssetStatus.FAILED} == failed
+    points = qdrant_points(env)
+    assert len(points) == len(good)
+    assert points == {str(asset_id(collection, key)): key for key in good}
+
+
+def test_a_worker_process_ingests_a_catalogue_through_the_queue(
+    tmp_path: Path, migrated: str, workers: Callable[..., Worker], redis_url: str
+) -> None:
+    catalog = make_catalog(tmp_path / "catalog", 22)
+    (catalog / "bags/broken.png").write_text("not an image")
+    env = queue_environment(broker_url=redis_url, db_url=migrated, data_dir=tmp_path / "data")
+    worker = workers(env).wait_ready()
+
+    first = run_cli(env, "ingest", str(catalog), "--queue", "--json")
+    assert first.returncode == 0, first.stderr + worker.output()[-2000:]
+    report = json.loads(first.stdout)
+    assert (report["total"], report["embedded"], report["unchanged"], report["failed"]) == (23, 22, 0, 1)
+    assert report["failures"] == [
+        {"key": "bags/broken.png", "reason": "bags/broken.png is not an image Pillow can read"}
+    ]
+
+    again = json.loads(run_cli(env, "ingest", str(catalog), "--queue", "--json").stdout)
+    assert (again["embedded"], again["unchanged"], again["failed"]) == (0, 22, 1)  # only the failed file is retried
+
+    status = json.loads(run_cli(env, "status", "--json").stdout)
+    assert [(r["status"], r["embedded"]) for r in status["runs"]] == [("completed", 0), ("completed", 22)]
+    assert status["assets"] == {COLLECTION: {"embedded": 22, "failed": 1}}
+    assert "batch of 4: embedded 4" in worker.output()  # one log line per batch
+
+    assert worker.stop() == 0
+    assert_embedded_exactly_once(env, catalog, migrated, failed=frozenset({"bags/broken.png"}))
+
+
+def test_a_killed_worker_loses_nothing_and_duplicates_nothing(
+    tmp_path: Path, migrated: str, workers: Callable[..., Worker], redis_url: str
+) -> None:
+    import redis
+
+    total = 48
+    catalog = make_catalog(tmp_path / "catalog", total)
+    gap = tmp_path / "in-gap"  # exists while the slow worker sits between its Qdrant write and its SQL update
+    env = queue_environment(
+        broker_url=redis_url,
+        db_url=migrated,
+        data_dir=tmp_path / "data",
+        extra={
+            "SKETCHTEXT_QUEUE__VISIBILITY_TIMEOUT_S": "4",  # redeliver the dead worker's batch quickly
+            "SKETCHTEXT_TEST_SLOW_UPSERT_S": "0.5",
+            "SKETCHTEXT_TEST_GAP_MARKER": str(gap),
+        },
+    )
+    broker = redis.Redis.from_url(redis_url)
+    db = MetadataDB(migrated)
+    first = workers(env, slow=True).wait_ready()
+    cli = subprocess.Popen(
+        sketchtext_command("ingest", str(catalog), "--queue", "--json"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: db.status_counts(COLLECTION).get("embedded", 0) >= 8, 90, "two batches")
+        wait_until(gap.exists, 10, "a batch between its Qdrant write and its SQL update")
+        first.kill()
+        embedded_at_kill = db.status_counts(COLLECTION).get("embedded", 0)
+        assert 8 <= embedded_at_kill < total
+        assert broker.hlen("unacked") == 1  # the batch it was working on was never acknowledged
+        # The dead worker wrote that batch's points, SQL still says pending: the case a retry must make whole.
+        assert len(qdrant_points(env)) == embedded_at_kill + 4
+
+        second = workers(env).wait_ready()
+        out, err = cli.communicate(timeout=120)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+        db.engine.dispose()
+    assert cli.returncode == 0, err + second.output()[-2000:]
+    report = json.loads(out)
+    assert report["embedded"] + report["unchanged"] == total and report["failed"] == 0
+    assert second.stop() == 0
+    assert broker.hlen("unacked") == 0
+    assert_embedded_exactly_once(env, catalog, migrated)
+
+
+def test_ctrl_c_stops_the_command_and_a_rerun_finishes_the_run(
+    tmp_path: Path, migrated: str, workers: Callable[..., Worker], redis_url: str
+) -> None:
+    total = 24
+    catalog = make_catalog(tmp_path / "catalog", total)
+    slow = {"SKETCHTEXT_TEST_SLOW_UPSERT_S": "0.3"}
+    env = queue_environment(broker_url=redis_url, db_url=migrated, data_dir=tmp_path / "data", extra=slow)
+    worker = workers(env, slow=True).wait_ready()
+    db = MetadataDB(migrated)
+    cli = subprocess.Popen(
+        sketchtext_command("ingest", str(catalog), "--queue"), env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_until(lambda: db.status_counts(COLLECTION).get("embedded", 0) >= 4, 90, "the first batch")
+        cli.send_signal(signal.SIGINT)
+        _, err = cli.communicate(timeout=30)
+        assert cli.returncode == 130 and "rerun the same command" in err
+        assert db.latest_runs(1)[0].status == "interrupted"
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+        db.engine.dispose()
+    rerun = run_cli(env, "ingest", str(catalog), "--queue", "--json")
+    assert rerun.returncode == 0, rerun.stderr
+    report = json.loads(rerun.stdout)
+    assert report["embedded"] + report["unchanged"] == total and report["unchanged"] >= 4
+    assert worker.stop() == 0
+    assert_embedded_exactly_once(env, catalog, migrated)
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize("scheme", ["redis", "amqp"])
+def test_with_the_broker_down_ingest_fails_fast_and_records_nothing(tmp_path: Path, migrated: str, scheme: str) -> None:
+    catalog = make_catalog(tmp_path / "catalog", 4)
+    broker = (
+        f"{scheme}://127.0.0.1:{closed_port()}/0" if scheme == "redis" else f"amqp://g:g@127.0.0.1:{closed_port()}//"
+    )
+    env = queue_environment(broker_url=broker, db_url=migrated, data_dir=tmp_path / "data")
+    started = time.monotonic()
+    result = run_cli(env, "ingest", str(catalog), "--queue", timeout=60)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1 and elapsed < 20
+    assert result.stderr.startswith("error: The Celery broker") and result.stderr.count("\n") == 1
+    assert "SKETCHTEXT_QUEUE__BROKER_URL" in result.stderr and "Traceback" not in result.stderr
+    db = MetadataDB(migrated)
+    assert db.status_counts(COLLECTION) == {} and db.latest_runs() == []
+    db.engine.dispose()
+
+
+def remote_settings(tmp_path: Path, env: dict[str, str], timeout: float) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "host",
+        model={"spec": TINY_SPEC, "device": "cpu"},
+        queue={
+            "broker_url": env["SKETCHTEXT_QUEUE__BROKER_URL"],
+            "queue": env["SKETCHTEXT_QUEUE__QUEUE"],
+            "remote_encode": True,
+            "encode_timeout_s": timeout,
+        },
+    )
+
+
+def test_queries_are_encoded_on_a_worker(
+    tmp_path: Path, migrated: str, workers: Callable[..., Worker], redis_url: str, tiny_encoder, catalog: Path
+) -> None:
+    env = queue_environment(broker_url=redis_url, db_url=migrated, data_dir=tmp_path / "data")
+    workers(env).wait_ready()
+    queries = [SketchTextQuery(sketch=catalog / "shoes/item0.png", text="in red"), SketchTextQuery(text="a bag")]
+    with SketchTextPlugin(remote_settings(tmp_path, env, timeout=60)) as host:
+        remote = host.encode_batch(queries)
+        assert host._encoder is None and host.query_fingerprint == tiny_encoder.fingerprint
+    local = SketchTextPlugin(Settings(data_dir=tmp_path / "local"), encoder=tiny_encoder).encode_batch(queries)
+    np.testing.assert_allclose(np.stack([q.vector for q in remote]), np.stack([q.vector for q in local]), atol=1e-5)
+
+
+def test_remote_encoding_without_a_worker_times_out_with_the_fix(tmp_path: Path, redis_url: str) -> None:
+    env = queue_environment(broker_url=redis_url, db_url="sqlite://", data_dir=tmp_path / "data")
+    started = time.monotonic()
+    with (
+        SketchTextPlugin(remote_settings(tmp_path, env, timeout=1)) as host,
+        pytest.raises(QueueError, match=r"within 1s .* Start a worker"),
+    ):
+        host.encode(SketchTextQuery(text="a red boot"))
+    assert time.monotonic() - started < 10
+
+
+def test_workers_share_a_qdrant_server(
+    tmp_path: Path, migrated: str, workers: Callable[..., Worker], redis_url: str, qdrant_url: str
+) -> None:
+    collection = f"test-{uuid.uuid4().hex[:8]}"
+    catalog = make_catalog(tmp_path / "catalog", 40)
+    env = queue_environment(
+        broker_url=redis_url,
+        db_url=migrated,
+        data_dir=tmp_path / "data",
+        store_url=qdrant_url,
+        extra={"SKETCHTEXT_STORE__COLLECTION": collection},
+    )
+    pool = [workers(env), workers(env, "--pool", "threads", "--concurrency", "2")]
+    for worker in pool:
+        worker.wait_ready()
+    result = run_cli(env, "ingest", str(catalog), "--queue", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["embedded"] == 40
+    for worker in pool:
+        assert worker.stop() == 0
+    assert all("batch of 4" in worker.output() for worker in pool)  # both took work
+    try:
+        assert_embedded_exactly_once(env, catalog, migrated)
+    finally:
+        from qdrant_client import QdrantClient
+
+        QdrantClient(url=qdrant_url).delete_collection(collection)
+
+
+def test_rabbitmq_works_as_the_broker(
+    tmp_path: Path, migrated: str, workers: Callable[..., Worker], amqp_url: str, tiny_encoder
+) -> None:
+    from kombu import Connection
+
+    catalog = make_catalog(tmp_path / "catalog", 12)
+    env = queue_environment(broker_url=amqp_url, db_url=migrated, data_dir=tmp_path / "data")
+    worker = workers(env).wait_ready()
+    try:
+        result = run_cli(env, "ingest", str(catalog), "--queue", "--json")
+        assert result.returncode == 0, result.stderr + worker.output()[-2000:]
+        assert json.loads(result.stdout)["embedded"] == 12
+        with SketchTextPlugin(remote_settings(tmp_path, env, timeout=60)) as host:
+            assert host.encode(SketchTextQuery(text="a bag")).vector.shape == (tiny_encoder.dim,)
+        assert worker.stop() == 0
+        assert_embedded_exactly_once(env, catalog, migrated)
+    finally:
+        with Connection(amqp_url) as connection:
+            connection.default_channel.queue_delete(env["SKETCHTEXT_QUEUE__QUEUE"])

@@ -1,0 +1,170 @@
+"""The sending side: check the broker, send batches and follow them, encode queries on a worker with a timeout."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from celery.exceptions import TimeoutError as CeleryTimeoutError
+from celery.result import AsyncResult
+from kombu.exceptions import OperationalError
+from kombu.utils.url import maybe_sanitize_url
+
+from sketchtext.plugin.dispatch import BatchJob, result_from_json
+from sketchtext.plugin.errors import QueueError, QueueUnavailableError, SketchTextError
+from sketchtext.plugin.ingest import BatchResult
+from sketchtext.plugin.remote import RemoteVectors
+from sketchtext.plugin.settings import Settings
+from sketchtext.workers.app import TASK_ENCODE, TASK_INGEST, TASK_PRUNE, SketchTextCelery, make_celery
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+def transport_errors(app: SketchTextCelery) -> tuple[type[BaseException], ...]:
+    """What a dead broker or result backend raises (kombu's, the transport's and the backend's own)."""
+    errors: list[type[BaseException]] = [OperationalError, ConnectionError, TimeoutError]
+    try:
+        import redis.exceptions
+
+        errors.append(redis.exceptions.ConnectionError)
+        errors.append(redis.exceptions.TimeoutError)
+    except ImportError:  # pragma: no cover - redis comes with celery[redis]
+        pass
+    errors.extend(getattr(app.backend, "connection_errors", ()) or ())
+    return tuple(errors)
+
+
+def unavailable(app: SketchTextCelery, what: str, exc: BaseException) -> QueueUnavailableError:
+    broker = maybe_sanitize_url(app.conf.broker_url)
+    reason = str(exc).rstrip(".")
+    return QueueUnavailableError(
+        f"The Celery broker or result backend ({broker}) is unreachable while trying to {what}: {reason}. "
+        "Start it (Redis or RabbitMQ) or point SKETCHTEXT_QUEUE__BROKER_URL at it."
+    )
+
+
+@contextmanager
+def translated(app: SketchTextCelery, what: str) -> Iterator[None]:
+    """Broker and result backend failures as QueueUnavailableError; a task's own failure as a QueueError."""
+    try:
+        yield
+    except SketchTextError:
+        raise  # a worker's own error, rebuilt from the result backend: its message already says what to do
+    except transport_errors(app) as exc:
+        raise unavailable(app, what, exc) from exc
+    except CeleryTimeoutError:
+        raise
+    except Exception as exc:
+        raise QueueError(
+            f"A task failed on a worker while trying to {what}: {type(exc).__name__}: {exc}. Fix the cause and "
+            "retry; for `sketchtext ingest --queue`, what is not embedded yet stays pending for the rerun."
+        ) from exc
+
+
+def forget(app: SketchTextCelery, result: AsyncResult) -> None:
+    """Drop a read result from the backend now rather than when it expires (best effort)."""
+    try:
+        result.forget()
+    except transport_errors(app):
+        pass
+
+
+def check_broker(app: SketchTextCelery) -> None:
+    """Raise QueueUnavailableError quickly (one retry) unless the broker and a Redis result backend answer."""
+    with translated(app, "connect"):
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0.5, timeout=5)
+        client = getattr(app.backend, "client", None)
+        if client is not None and hasattr(client, "ping"):
+            client.ping()
+
+
+def workers_on_queue(app: SketchTextCelery, timeout: float = 1.0) -> list[str]:
+    """Names of the workers that consume sketchtext's queue now (empty when none answers within `timeout`)."""
+    queue = app.sketchtext_settings.queue.queue
+    with translated(app, "ask the workers"):
+        replies = app.control.inspect(timeout=timeout).active_queues() or {}
+    return sorted(name for name, queues in replies.items() if any(q.get("name") == queue for q in queues or []))
+
+
+class CeleryTicket:
+    """A sent task as a `sketchtext.plugin.dispatch.Ticket`."""
+
+    def __init__(self, app: SketchTextCelery, result: AsyncResult) -> None:
+        self.app = app
+        self.result = result
+
+    def done(self) -> bool:
+        with translated(self.app, "follow a batch"):
+            return bool(self.result.ready())
+
+    def outcome(self) -> BatchResult:
+        try:
+            with translated(self.app, "run a batch"):
+                value = self.result.get(propagate=True, timeout=30)
+        finally:
+            forget(self.app, self.result)
+        return result_from_json(value)
+
+
+class CeleryDispatcher:
+    """Sends ingest batches and prune jobs to the `gpu` queue (a `sketchtext.plugin.dispatch.Dispatcher`)."""
+
+    def __init__(self, app: SketchTextCelery) -> None:
+        self.app = app
+        self.queue = app.sketchtext_settings.queue.queue
+
+    def send(self, job: BatchJob) -> CeleryTicket:
+        with translated(self.app, f"send a batch of {len(job.keys)}"):
+            result = self.app.send_task(TASK_INGEST, args=[job.to_json()], queue=self.queue)
+        return CeleryTicket(self.app, result)
+
+    def prune(self, collection: str, keys: Sequence[str]) -> CeleryTicket:
+        with translated(self.app, "send a prune job"):
+            result = self.app.send_task(TASK_PRUNE, args=[collection, list(keys)], queue=self.queue)
+        return CeleryTicket(self.app, result)
+
+
+def sketch_png_base64(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+class CeleryQueryEncoder:
+    """Encodes queries on a worker (`encode_query` on the `gpu` queue) within `queue.encode_timeout_s`.
+
+    Registered as the `celery` entry point of `sketchtext.remote_encoders`; the facade uses it when
+    `SKETCHTEXT_QUEUE__REMOTE_ENCODE=true`.
+    """
+
+    def __init__(self, settings: Settings, app: SketchTextCelery | None = None) -> None:
+        self.settings = settings
+        self.app = app or make_celery(settings)
+
+    def encode(self, inputs: Sequence[tuple[Image.Image | None, str | None]]) -> RemoteVectors:
+        queue = self.settings.queue
+        payload: list[dict[str, Any]] = [
+            {"sketch": sketch_png_base64(sketch) if sketch is not None else None, "text": text}
+            for sketch, text in inputs
+        ]
+        timeout = queue.encode_timeout_s
+        with translated(self.app, "encode a query on a worker"):
+            result = self.app.send_task(TASK_ENCODE, args=[payload], queue=queue.queue, expires=timeout)
+            try:
+                value = result.get(timeout=timeout, propagate=True)
+            except CeleryTimeoutError as exc:
+                raise QueueError(
+                    f"No worker encoded the query within {timeout:g}s (queue {queue.queue!r} at "
+                    f"{maybe_sanitize_url(queue.broker_url)}). Start a worker (`sketchtext worker`), or raise "
+                    "SKETCHTEXT_QUEUE__ENCODE_TIMEOUT_S if the workers are busy."
+                ) from exc
+            finally:
+                forget(self.app, result)
+        vectors = np.asarray(value["vectors"], dtype=np.float32).reshape(len(inputs), -1)
+        return RemoteVectors(vectors=vectors, fingerprint=str(value["fingerprint"]), modes=list(value["modes"]))
