@@ -42,6 +42,7 @@ def queue_environment(
             "SKETCHTEXT_STORE__PATH": str(data_dir / "qdrant"),
             "SKETCHTEXT_MODEL__SPEC": model_spec,
             "SKETCHTEXT_MODEL__DEVICE": "cpu",
+            "SKETCHTEXT_MODEL__PRECISION": "fp32",  # the tests compare with the fp32 tiny_encoder
             "SKETCHTEXT_MODEL__BATCH_SIZE": str(batch_size),
             "PYTHONUNBUFFERED": "1",
         }
