@@ -219,3 +219,8 @@ def db_downgrade(state: State, revision: str) -> None:
     database = MetadataDB(state.settings().database_url)
     database.downgrade(revision)
     click.echo(f"database at revision {database.current_revision()}")
+
+
+from sketchtext.cli.store import store  # noqa: E402  (the group uses State and friendly_errors from above)
+
+main.add_command(store)

@@ -24,6 +24,7 @@ from sketchtext.plugin.search import (
 )
 from sketchtext.plugin.settings import Settings, load_settings
 from sketchtext.plugin.store import QdrantStore, build_filter
+from sketchtext.plugin.stores import VectorStore, open_store
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient, models
@@ -79,7 +80,7 @@ class SketchTextPlugin:
         self.settings = settings or load_settings()
         self.collection = collection or self.settings.store.collection
         vector_name = vector_name or self.settings.store.vector_name
-        self._store = QdrantStore(client, vector_name=vector_name) if client is not None else None
+        self._store: VectorStore | None = QdrantStore(client, vector_name=vector_name) if client is not None else None
         self._vector_name = vector_name
         self._encoder = encoder
         self._db: MetadataDB | None = None
@@ -96,9 +97,9 @@ class SketchTextPlugin:
         return self._encoder
 
     @property
-    def store(self) -> QdrantStore:
+    def store(self) -> VectorStore:
         if self._store is None:
-            self._store = QdrantStore.open(self.settings)
+            self._store = open_store(self.settings)
             self._store.vector_name = self._vector_name
         return self._store
 

@@ -18,7 +18,7 @@ from sketchtext.plugin.catalog import DEFAULT_MAX_PIXELS, CatalogEntry, open_ima
 from sketchtext.plugin.db import AssetStatus, MetadataDB, asset_id
 from sketchtext.plugin.encoders import ClipEncoder
 from sketchtext.plugin.errors import ImageError
-from sketchtext.plugin.store import QdrantStore
+from sketchtext.plugin.stores import VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class IngestContext:
     """What a unit of work needs: the model, both stores and the target collection."""
 
     encoder: ClipEncoder
-    store: QdrantStore
+    store: VectorStore
     db: MetadataDB
     collection: str
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -212,6 +212,7 @@ def run_ingest(
             if progress is not None:
                 progress(len(batch), len(entries))
         pruned = prune_missing(ctx, {e.key for e in entries}) if prune else []
+        ctx.store.optimize(ctx.collection)  # Edge builds its search index once the collection outgrows exact search
         status = "completed"
     except KeyboardInterrupt:
         status = "interrupted"
