@@ -80,6 +80,7 @@ def migrate_local_store(
             staging.close()
     finally:
         client.close()
+    shutil.rmtree(path / EDGE_FOLDER, ignore_errors=True)  # holds no collection (layout LOCAL): at most leftovers
     os.replace(staging_root, path / EDGE_FOLDER)
     backup.mkdir()
     for name in LOCAL_MODE_FILES:

@@ -110,6 +110,17 @@ def test_a_killed_process_loses_nothing_it_reported_written(tmp_path: Path) -> N
         assert store.binding("c") == "m1"
 
 
+def test_a_process_that_exits_without_closing_flushes_and_releases_the_folder(tmp_path: Path) -> None:
+    code = (
+        "import sys, numpy as np; from pathlib import Path; from sketchtext.plugin.store_edge import EdgeStore\n"
+        "s = EdgeStore(Path(sys.argv[1])); s.ensure_collection('c', 4, 'm1')\n"
+        "s.upsert('c', [1, 2], np.ones((2, 4), np.float32), [{}, {}])\n"  # no close(): the finalizer closes at exit
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True)
+    with EdgeStore(tmp_path) as store:
+        assert store.count("c") == 2
+
+
 def test_exact_below_the_threshold_and_a_recalling_index_above(tmp_path: Path, tiny_encoder) -> None:
     pixels, categories = render_catalogue(3000, seed=3)
     vectors = encode(tiny_encoder, pixels)
