@@ -21,8 +21,7 @@ import shutil
 import threading
 import uuid
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,28 +31,16 @@ import qdrant_edge as qe
 from numpy.typing import NDArray
 from qdrant_client import models
 
-from sketchtext.plugin.errors import (
-    CollectionNotFoundError,
-    ModelMismatchError,
-    SketchTextError,
-    StoreError,
-    StoreUnavailableError,
-)
+from sketchtext.plugin.errors import CollectionNotFoundError, ModelMismatchError, StoreError
 from sketchtext.plugin.settings import Settings
 from sketchtext.plugin.store import BINDING_KEY, FILTER_FIELDS
-from sketchtext.plugin.store_edge_filter import edge_filter
+from sketchtext.plugin.store_edge_convert import DISTANCES, edge_errors, edge_filter, scored_point
 from sketchtext.plugin.stores import EDGE_FOLDER
 
 log = logging.getLogger(__name__)
 
 BINDING_FORMAT = 1
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-DISTANCES = {
-    "Cosine": qe.Distance.Cosine,
-    "Dot": qe.Distance.Dot,
-    "Euclid": qe.Distance.Euclid,
-    "Manhattan": qe.Distance.Manhattan,
-}
 
 
 @dataclass(frozen=True)
@@ -74,27 +61,6 @@ class EdgeIndexCfg:
 
     def indexing_threshold_kb(self, dim: int) -> int:
         return max(1, self.exact_below * dim * 4 // 1024)
-
-
-@contextmanager
-def edge_errors(what: str, path: Path) -> Iterator[None]:
-    """Turn Qdrant Edge's exceptions (plain `Exception` with a message) into the project's errors."""
-    try:
-        yield
-    except SketchTextError:
-        raise
-    except ValueError as exc:
-        raise StoreError(
-            f"Qdrant Edge refused to {what}: {exc}. Point ids must be unsigned integers or UUIDs."
-        ) from exc
-    except Exception as exc:
-        text = str(exc)
-        if "WouldBlock" in text or "Resource temporarily unavailable" in text:
-            raise StoreUnavailableError(
-                f"The embedded store {path} is in use by another process. One process at a time may open it: "
-                "stop the other one, or run a Qdrant server and set SKETCHTEXT_STORE__URL."
-            ) from exc
-        raise StoreError(f"Qdrant Edge failed to {what} ({path}): {text}") from exc
 
 
 def _close_all(shards: dict[str, qe.EdgeShard]) -> None:
@@ -368,7 +334,7 @@ class EdgeStore:
         ]
         with edge_errors(f"query {collection!r}", self.shard_path(collection)):
             results = shard.query_batch(qe.QueryBatchRequest(batch)) if len(batch) > 1 else [shard.query(batch[0])]
-        return [[_scored(point) for point in points] for points in results]
+        return [[scored_point(point) for point in points] for points in results]
 
     def count(self, collection: str, query_filter: models.Filter | None = None) -> int:
         shard = self.shard(collection)
@@ -389,13 +355,3 @@ class EdgeStore:
         if changed:
             log.info("indexed collection %s", collection)
         return changed
-
-
-def _scored(point: qe.ScoredPoint) -> models.ScoredPoint:
-    pid = point.id
-    return models.ScoredPoint(
-        id=str(pid) if isinstance(pid, uuid.UUID) else pid,
-        version=point.version,
-        score=point.score,
-        payload=point.payload,
-    )

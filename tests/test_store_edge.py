@@ -17,7 +17,7 @@ from qdrant_client import models
 from sketchtext.plugin.errors import QueryError, StoreError
 from sketchtext.plugin.store import FILTER_FIELDS, build_filter
 from sketchtext.plugin.store_edge import EdgeIndexCfg, EdgeStore
-from sketchtext.plugin.store_edge_filter import edge_filter
+from sketchtext.plugin.store_edge_convert import edge_filter
 from tests.generated_catalogue import encode, recall_at_k, render_catalogue
 
 

@@ -106,3 +106,18 @@ def test_store_commands(tmp_path: Path) -> None:
     again = run("migrate")
     assert again.exit_code == 1 and "error: " in again.output and "nothing to migrate" in again.output
     assert run("optimize").output.strip() == "sketchtext: nothing to do"
+
+
+def test_an_edge_store_beside_local_mode_files_wins_and_is_not_migrated_over(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "data" / "qdrant"
+    local_store_with_points(path)
+    with EdgeStore(path / "edge") as edge:
+        edge.ensure_collection("sketchtext", 8, "m1")
+    assert detect_layout(path) is Layout.BOTH
+    with caplog.at_level(logging.WARNING), open_store(settings_for(tmp_path)) as store:
+        assert isinstance(store, EdgeStore) and store.count("sketchtext") == 0
+    assert "local-mode files" in caplog.text
+    with pytest.raises(StoreError, match="already holds a Qdrant Edge store"):
+        migrate_local_store(path)

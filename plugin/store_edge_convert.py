@@ -1,20 +1,30 @@
-"""qdrant-client filters in Qdrant Edge's types: hosts and `build_filter` speak `qdrant_client.models`, Edge its own.
+"""Between qdrant-client and Qdrant Edge: filters in, scored points and errors out.
 
-One public way to build filters stays (`sketchtext.plugin.store.build_filter`, or any `models.Filter` a host
-writes); the Edge backend translates them here, condition by condition.
+Hosts and `build_filter` speak `qdrant_client.models`; Edge has its own types. One public way to build filters
+stays (`sketchtext.plugin.store.build_filter`, or any `models.Filter` a host writes), translated here condition by
+condition; results go back as qdrant-client `ScoredPoint`s, so both backends return the same thing.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any
 
 import qdrant_edge as qe
 from qdrant_client import models
 
-from sketchtext.plugin.errors import QueryError
+from sketchtext.plugin.errors import QueryError, SketchTextError, StoreError, StoreUnavailableError
+
+DISTANCES = {
+    "Cosine": qe.Distance.Cosine,
+    "Dot": qe.Distance.Dot,
+    "Euclid": qe.Distance.Euclid,
+    "Manhattan": qe.Distance.Manhattan,
+}
 
 
 def edge_filter(value: models.Filter | None) -> qe.Filter | None:
@@ -59,7 +69,7 @@ def _condition(condition: Any) -> Any:
     if isinstance(condition, models.HasVectorCondition):
         return qe.HasVectorCondition(condition.has_vector)
     if isinstance(condition, models.SliceCondition):
-        return qe.SliceCondition(condition.slice.total, condition.slice.index)
+        return qe.SliceCondition(condition.slice.total, condition.slice.index)  # type: ignore[attr-defined]  # not in 0.9.0 stubs
     if isinstance(condition, models.NestedCondition):
         return qe.NestedCondition(condition.nested.key, _required(edge_filter(condition.nested.filter)))
     raise QueryError(
@@ -135,3 +145,35 @@ def _required(value: qe.Filter | None) -> qe.Filter:
 
 def _point_id(value: int | str | uuid.UUID) -> int | str:
     return str(value) if isinstance(value, uuid.UUID) else value
+
+
+@contextmanager
+def edge_errors(what: str, path: Path) -> Iterator[None]:
+    """Turn Qdrant Edge's exceptions (plain `Exception` with a message) into the project's errors."""
+    try:
+        yield
+    except SketchTextError:
+        raise
+    except ValueError as exc:
+        raise StoreError(
+            f"Qdrant Edge refused to {what}: {exc}. Point ids must be unsigned integers or UUIDs."
+        ) from exc
+    except Exception as exc:
+        text = str(exc)
+        if "WouldBlock" in text or "Resource temporarily unavailable" in text:
+            raise StoreUnavailableError(
+                f"The embedded store {path} is in use by another process. One process at a time may open it: "
+                "stop the other one, or run a Qdrant server and set SKETCHTEXT_STORE__URL."
+            ) from exc
+        raise StoreError(f"Qdrant Edge failed to {what} ({path}): {text}") from exc
+
+
+def scored_point(point: qe.ScoredPoint) -> models.ScoredPoint:
+    """An Edge hit as qdrant-client's `ScoredPoint` (UUID ids as strings, as qdrant-client returns them)."""
+    pid = point.id
+    return models.ScoredPoint(
+        id=str(pid) if isinstance(pid, uuid.UUID) else pid,
+        version=point.version,
+        score=point.score,
+        payload=point.payload,
+    )
