@@ -190,6 +190,41 @@ def search(
         click.echo(f"{rank:3d}. {hit.score:.4f}  {hit.key}  sku={asset.get('sku')}  category={asset.get('category')}")
 
 
+@main.command()
+@click.argument("catalog", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@model_options
+@click.option("--repair", is_flag=True, help="Resolve every difference found.")
+@click.option("--json", "as_json", is_flag=True, help="Print the differences as JSON.")
+@click.pass_obj
+@friendly_errors
+def verify(
+    state: State,
+    catalog: Path | None,
+    model_spec: str | None,
+    device: str | None,
+    precision: str | None,
+    batch_size: int | None,
+    collection: str | None,
+    repair: bool,
+    as_json: bool,
+) -> None:
+    """Compare SQL rows, Qdrant points and files (CATALOG, default: the last ingested folder); exit 1 on differences."""
+    from sketchtext.plugin.facade import SketchTextPlugin
+    from sketchtext.plugin.verify import KINDS
+
+    settings = settings_from(state, model_spec, device, precision, batch_size, collection)
+    with SketchTextPlugin(settings) as plugin:
+        differences = plugin.verify(catalog, repair=repair)
+    if as_json:
+        click.echo(json.dumps([d.as_dict() for d in differences], indent=2, default=str))
+    else:
+        for difference in differences:
+            click.echo(f"{difference.kind:15s} {difference.key}  ({KINDS[difference.kind]})")
+        click.echo(f"{len(differences)} difference(s)" + (" left after repair" if repair else ""))
+    if differences:
+        sys.exit(1)
+
+
 @main.group()
 def db() -> None:
     """Manage the metadata database schema."""
@@ -219,6 +254,38 @@ def db_downgrade(state: State, revision: str) -> None:
     database = MetadataDB(state.settings().database_url)
     database.downgrade(revision)
     click.echo(f"database at revision {database.current_revision()}")
+
+
+@main.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--shapes-per-category", type=click.IntRange(min=3), default=40, show_default=True)
+@click.option("--colourways-per-shape", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--image-size", type=click.IntRange(min=32), default=64, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
+@click.pass_obj
+@friendly_errors
+def generate(
+    state: State,
+    out: Path,
+    seed: int,
+    shapes_per_category: int,
+    colourways_per_shape: int,
+    image_size: int,
+    workers: int,
+) -> None:
+    """Write a generated fine-grained catalogue to OUT: photos, sketches, captions, pairs and queries (seeded)."""
+    from sketchtext.plugin.miniature import generate_world
+
+    summary = generate_world(
+        out,
+        seed=seed,
+        shapes_per_category=shapes_per_category,
+        colourways_per_shape=colourways_per_shape,
+        image_size=image_size,
+        workers=workers,
+    )
+    click.echo(f"wrote {out}: {json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict | list)})}")
 
 
 from sketchtext.cli.store import store  # noqa: E402  (the group uses State and friendly_errors from above)

@@ -9,9 +9,9 @@ import logging
 import os
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -19,11 +19,11 @@ from sketchtext.plugin.errors import CatalogError, ImageError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 SIDECAR_NAMES = ("catalog.csv", "catalog.jsonl")
 # Fields with a column of their own in SQL and Qdrant; every other sidecar field lands in `extra`.
 KNOWN_FIELDS = ("sku", "title", "category", "scene", "host_id")
 DEFAULT_MAX_PIXELS = 64_000_000
+ORIENTATION_TAG = 0x0112
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class CatalogEntry:
     title: str | None = None
     host_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    problem: str | None = None  # known before reading: the file is unusable for this reason
 
 
 def read_sidecar(root: Path) -> dict[str, dict[str, Any]]:
@@ -66,8 +67,18 @@ def read_sidecar(root: Path) -> dict[str, dict[str, Any]]:
     return by_key
 
 
+def display_key(relative: str) -> str:
+    """A file name as valid text: bytes that are not UTF-8 are shown as \\xNN escapes."""
+    return relative.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def scan_catalog(root: Path) -> Iterator[CatalogEntry]:
-    """Every image file under `root` (sorted, symlinks leaving the root skipped) with its sidecar metadata."""
+    """Every file under `root` but the sidecar, sorted, with its sidecar metadata.
+
+    Whether a file is an image is found out by decoding it, so every file ends embedded or failed with a reason.
+    Symlinks are followed only while they stay inside the root; the others, and anything that is not a regular
+    file, come with a `problem`.
+    """
     root = root.expanduser()
     if not root.is_dir():
         raise CatalogError(f"Catalog folder {root} does not exist or is not a folder.")
@@ -75,15 +86,19 @@ def scan_catalog(root: Path) -> Iterator[CatalogEntry]:
     sidecar = read_sidecar(root)
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames.sort()
+        at_root = Path(dirpath) == root
         for name in sorted(filenames):
+            if at_root and name in SIDECAR_NAMES:
+                continue
             path = Path(dirpath) / name
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
+            key = display_key(path.relative_to(root).as_posix())
+            entry = make_entry(key, path, sidecar.get(key, {}))
+            problem = None
             if not path.resolve().is_relative_to(real_root):
-                log.warning("skipping %s: it links outside the catalog root", path)
-                continue
-            key = path.relative_to(root).as_posix()
-            yield make_entry(key, path, sidecar.get(key, {}))
+                problem = "it is a link that leaves the catalog folder; copy the file into the catalog instead"
+            elif not path.is_file():
+                problem = "it is not a regular file (a device, pipe, socket or broken link)"
+            yield replace(entry, problem=problem) if problem else entry
 
 
 def make_entry(key: str, path: Path, meta: dict[str, Any]) -> CatalogEntry:
@@ -96,12 +111,37 @@ def make_entry(key: str, path: Path, meta: dict[str, Any]) -> CatalogEntry:
     return CatalogEntry(key=key, path=path, extra=meta, **known)
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode as 8-bit RGB: 16/32-bit greys scaled (not clipped), transparency laid on white."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        low, high = cast(tuple[float, float], image.getextrema())
+        scale = 255.0 / (high - low) if high > low else 0.0
+        image = image.convert("F").point(lambda value: (value - low) * scale).convert("L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        white = Image.new("RGBA", image.size, "white")
+        return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
+    return image.convert("RGB")
+
+
 def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image") -> Image.Image:
     """Decode image bytes to an upright RGB image (first frame), refusing bombs and oversized images."""
+    return decode_image(data, max_pixels=max_pixels, name=name)[0]
+
+
+def decode_image(
+    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image", draft_size: int | None = None
+) -> tuple[Image.Image, tuple[int, int]]:
+    """Decode image bytes to an upright RGB image and the upright full-resolution (width, height).
+
+    `draft_size` lets JPEG decoding scale down by 1/2, 1/4 or 1/8 while staying at least that many pixels a side,
+    which bounds memory and time for photos much larger than the model's input."""
     if not data:
         raise ImageError(f"{name} is empty (0 bytes)")
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # corrupt EXIF and the like: the pixels still count
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             if image.width * image.height > max_pixels:
@@ -110,9 +150,13 @@ def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str =
                     "downscale it before ingesting"
                 )
             image.seek(0)
+            width, height = image.size
+            if image.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8):  # these orientations swap the sides
+                width, height = height, width
+            if draft_size:
+                image.draft("RGB", (draft_size, draft_size))
             image.load()
-            upright = ImageOps.exif_transpose(image)
-            return upright.convert("RGB")
+            return to_rgb(ImageOps.exif_transpose(image)), (width, height)
     except ImageError:
         raise
     except UnidentifiedImageError as exc:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import enum
+import fcntl
+import hashlib
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import resources
@@ -23,12 +25,13 @@ from sqlalchemy import (
     delete,
     event,
     select,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from sketchtext.plugin.errors import DatabaseError, DatabaseUnavailableError
+from sketchtext.plugin.errors import DatabaseError, DatabaseUnavailableError, IngestBusyError
 
 # Fixed namespace so that asset ids (and Qdrant point ids) are the same on every machine and every retry.
 ASSET_NAMESPACE = uuid.UUID("7d0c3a52-5f38-4c1e-9a8e-3b1f1c0d5e21")
@@ -37,6 +40,10 @@ ASSET_NAMESPACE = uuid.UUID("7d0c3a52-5f38-4c1e-9a8e-3b1f1c0d5e21")
 def asset_id(collection: str, key: str) -> uuid.UUID:
     """The deterministic id of an asset, shared by its SQL row and its Qdrant point."""
     return uuid.uuid5(ASSET_NAMESPACE, f"{collection}\x00{key}")
+
+
+def busy_message(name: str) -> str:
+    return f"Another process holds {name}; wait for it to finish (`sketchtext status` shows runs) and try again."
 
 
 def utcnow() -> datetime:
@@ -168,6 +175,35 @@ class MetadataDB:
         finally:
             session.close()
 
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """Hold a lock named `name` across processes for the block (PostgreSQL advisory lock, or a lock file beside
+        a SQLite database); raise IngestBusyError at once if another process holds it. A dead holder releases it."""
+        if self.engine.dialect.name == "postgresql":
+            key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+            with self.engine.connect() as connection:
+                if not connection.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+                    raise IngestBusyError(busy_message(name))
+                try:
+                    yield
+                finally:
+                    connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            return
+        database = self.engine.url.database
+        if self.engine.dialect.name != "sqlite" or not database or database == ":memory:":
+            yield
+            return
+        lock_path = Path(f"{database}.{hashlib.sha256(name.encode()).hexdigest()[:16]}.lock")
+        with lock_path.open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise IngestBusyError(busy_message(name)) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     # -- schema
     def upgrade(self, revision: str = "head") -> None:
         """Apply Alembic migrations up to `revision`."""
@@ -219,11 +255,6 @@ class MetadataDB:
             rows = session.scalars(select(Asset).where(Asset.id.in_(ids))).all()
             return {row.key: row for row in rows}
 
-    def assets_by_id(self, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Asset]:
-        with self.session() as session:
-            rows = session.scalars(select(Asset).where(Asset.id.in_(list(ids)))).all()
-            return {row.id: row for row in rows}
-
     def save_assets(self, rows: Sequence[dict[str, Any]]) -> None:
         """Insert or update asset rows given as column dicts (each with `collection` and `key`)."""
         if not rows:
@@ -254,6 +285,32 @@ class MetadataDB:
                 asset.error = None
                 asset.model_fingerprint = fingerprint
                 asset.embedded_at = now
+
+    def all_assets(self, collection: str) -> list[Asset]:
+        with self.session() as session:
+            return list(session.scalars(select(Asset).where(Asset.collection == collection)))
+
+    def mark_pending(self, collection: str, keys: Sequence[str]) -> None:
+        """Forget that these assets are embedded, so the next ingest embeds them again."""
+        if not keys:
+            return
+        with self.session() as session:
+            for asset in session.scalars(select(Asset).where(Asset.id.in_([asset_id(collection, k) for k in keys]))):
+                asset.status = AssetStatus.PENDING
+
+    def keys_by_host_id(self, collection: str, host_ids: Sequence[str]) -> dict[str, str]:
+        """Which asset key holds each of these host ids (assets that are not failed)."""
+        if not host_ids:
+            return {}
+        with self.session() as session:
+            rows = session.execute(
+                select(Asset.host_id, Asset.key).where(
+                    Asset.collection == collection,
+                    Asset.host_id.in_(list(host_ids)),
+                    Asset.status != AssetStatus.FAILED,
+                )
+            )
+            return {str(host_id): str(key) for host_id, key in rows}
 
     def keys(self, collection: str) -> set[str]:
         with self.session() as session:
@@ -291,6 +348,14 @@ class MetadataDB:
             run.finished_at = utcnow()
             for name, value in counts.items():
                 setattr(run, name, value)
+
+    def latest_source(self, collection: str) -> Path | None:
+        """The catalog folder of the collection's latest ingest run."""
+        with self.session() as session:
+            source = session.scalar(
+                select(IngestRun.source).where(IngestRun.collection == collection).order_by(IngestRun.id.desc())
+            )
+            return Path(source) if source else None
 
     def latest_runs(self, limit: int = 10) -> list[IngestRun]:
         with self.session() as session:

@@ -98,14 +98,65 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def resolve_dtype(precision: str, device: str) -> torch.dtype:
-    import torch
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+# When precision is "auto", a faster precision is used only if its embeddings agree with fp32 this well.
+AUTO_MIN_COSINE = 0.999
+AUTO_MIN_TOP10_OVERLAP = 0.95
 
-    if precision == "auto":
-        precision = "fp16" if device == "cuda" else "fp32"
+
+def check_precision(precision: str, device: str) -> None:
     if precision == "fp16" and device == "cpu":
         raise ConfigError("fp16 is not supported on the CPU; use precision bf16 or fp32.")
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def fast_precision(device: str) -> str | None:
+    """The faster precision worth trying on this device: fp16 on CUDA, bf16 on CPUs with native bf16 support."""
+    import torch
+
+    if device == "cuda":
+        return "fp16"
+    return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
+
+
+def precision_agreement(model: Any, preprocess: Any, precision: str, device: str) -> tuple[float, float]:
+    """(lowest cosine, mean top-10 neighbour overlap) between fp32 and `precision` embeddings of a check set of
+    generated product photos."""
+    import copy
+
+    import torch
+
+    from sketchtext.plugin.miniature import MiniatureCfg, build_world, render_photo
+
+    world = build_world(MiniatureCfg(shapes_per_category=8, colourways_per_shape=1))
+    photos = [render_photo(p.shape, p.colourway, p.scene, size=224, seed=i) for i, p in enumerate(world.products[:32])]
+    pixels = torch.stack([preprocess(photo) for photo in photos]).to(device)
+    dtype = getattr(torch, DTYPES[precision])
+    fast = copy.deepcopy(model).to(dtype)
+    with torch.inference_mode():
+        reference = torch.nn.functional.normalize(model.encode_image(pixels).float(), dim=-1)
+        candidate = torch.nn.functional.normalize(fast.encode_image(pixels.to(dtype)).float(), dim=-1)
+    cosine = float((reference * candidate).sum(-1).min())
+    k = min(10, len(photos) - 1)
+    ref_top = (reference @ reference.T).topk(k + 1).indices[:, 1:]
+    cand_top = (candidate @ candidate.T).topk(k + 1).indices[:, 1:]
+    overlap = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(ref_top, cand_top, strict=True))
+    return cosine, overlap / (k * len(photos))
+
+
+def choose_precision(model: Any, preprocess: Any, precision: str, device: str) -> str:
+    """Resolve "auto": the fast precision if its embeddings agree with fp32 (cosine and top-10 overlap), else fp32."""
+    if precision != "auto":
+        check_precision(precision, device)
+        return precision
+    fast = fast_precision(device)
+    if fast is None:
+        return "fp32"
+    cosine, overlap = precision_agreement(model, preprocess, fast, device)
+    chosen = fast if cosine >= AUTO_MIN_COSINE and overlap >= AUTO_MIN_TOP10_OVERLAP else "fp32"
+    log.info(
+        "precision auto: %s agrees with fp32 at cosine %.5f, top-10 overlap %.3f -> %s", fast, cosine, overlap, chosen
+    )
+    return chosen
 
 
 def create_clip(spec: ModelSpec, device: str = "cpu") -> tuple[Any, Any, Any]:
@@ -124,6 +175,9 @@ def create_clip(spec: ModelSpec, device: str = "cpu") -> tuple[Any, Any, Any]:
     if path is not None and not path.is_file():
         raise ModelUnavailableError(f"Checkpoint file {path} does not exist; check the path in the model spec.")
     pretrained = str(path) if path is not None else spec.weights
+    quiet = RandomInitNotice() if pretrained is None else None
+    if quiet:
+        logging.getLogger().addFilter(quiet)
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_INIT_SEED)  # random init must be reproducible: its fingerprint names the seed
@@ -143,9 +197,21 @@ def create_clip(spec: ModelSpec, device: str = "cpu") -> tuple[Any, Any, Any]:
         raise ModelError(
             f"Could not build {spec}: {exc}. Check the pretrained tag (open_clip.list_pretrained()) or the file."
         ) from exc
+    finally:
+        if quiet:
+            logging.getLogger().removeFilter(quiet)
+    if pretrained is None:
+        log.info("%s has seeded random weights (no tag or file in the spec): fine for tests, useless for search", spec)
     model.eval()
     tokenizer = open_clip.get_tokenizer(spec.arch)
     return model, preprocess, tokenizer
+
+
+class RandomInitNotice(logging.Filter):
+    """Drops open_clip's root-logger warning about random weights, which a spec without weights asks for."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded")
 
 
 class ClipEncoder:
@@ -163,6 +229,12 @@ class ClipEncoder:
         self.dim = int(model.text_projection.shape[-1]) if hasattr(model, "text_projection") else 0
         if not self.dim:
             self.dim = int(self.model.visual.output_dim)
+
+    @property
+    def image_size(self) -> int:
+        """The side of the square the image tower reads."""
+        size = getattr(self.model.visual, "image_size", 224)
+        return int(max(size) if isinstance(size, tuple | list) else size)
 
     def preprocess_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
         import torch
@@ -199,13 +271,22 @@ def _normalised(features: torch.Tensor) -> NDArray[np.float32]:
     return features.cpu().numpy().astype(np.float32, copy=False)
 
 
-def load_encoder(spec: str | ModelSpec, *, device: str = "auto", precision: str = "fp32") -> ClipEncoder:
-    """Load a CLIP encoder for a model spec on a device at a precision."""
+def load_encoder(spec: str | ModelSpec, *, device: str = "auto", precision: str = "auto") -> ClipEncoder:
+    """Load a CLIP encoder for a model spec on a device at a precision ("auto" checks the fast one against fp32)."""
+    import torch
+
     parsed = spec if isinstance(spec, ModelSpec) else ModelSpec.parse(spec)
     resolved_device = resolve_device(device)
-    dtype = resolve_dtype(precision, resolved_device)
+    if precision != "auto":
+        check_precision(precision, resolved_device)  # before the (slow) model build
     model, preprocess, tokenizer = create_clip(parsed, resolved_device)
-    log.info("loaded %s on %s as %s", parsed, resolved_device, dtype)
+    chosen = choose_precision(model, preprocess, precision, resolved_device)
+    log.info("loaded %s on %s as %s", parsed, resolved_device, chosen)
     return ClipEncoder(
-        model, preprocess, tokenizer, fingerprint=weights_fingerprint(parsed), device=resolved_device, dtype=dtype
+        model,
+        preprocess,
+        tokenizer,
+        fingerprint=weights_fingerprint(parsed),
+        device=resolved_device,
+        dtype=getattr(torch, DTYPES[chosen]),
     )

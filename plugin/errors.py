@@ -43,6 +43,10 @@ class DatabaseUnavailableError(DatabaseError):
     """The metadata database cannot be reached."""
 
 
+class IngestBusyError(SketchTextError):
+    """Another ingest into the same collection is running."""
+
+
 class CatalogError(SketchTextError):
     """The catalog folder or its sidecar metadata is unusable."""
 

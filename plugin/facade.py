@@ -12,6 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sketchtext.plugin.db import MetadataDB
+from sketchtext.plugin.errors import CatalogError
 from sketchtext.plugin.ingest import IngestContext, IngestSummary, run_ingest
 from sketchtext.plugin.search import (
     Mode,
@@ -25,6 +26,8 @@ from sketchtext.plugin.search import (
 from sketchtext.plugin.settings import Settings, load_settings
 from sketchtext.plugin.store import QdrantStore, build_filter
 from sketchtext.plugin.stores import VectorStore, open_store
+from sketchtext.plugin.verify import Difference, find_differences
+from sketchtext.plugin.verify import repair as repair_differences
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient, models
@@ -76,11 +79,17 @@ class SketchTextPlugin:
         collection: The collection to ingest into and search; defaults to `settings.store.collection`.
         vector_name: A named vector of the collection to hold sketchtext vectors (for host collections).
         encoder: An already loaded encoder (shared between plugins, or a test model).
+
+        With `settings.store.point_ids == "host"`, points are the host's products (ids from the catalog's
+        `host_id`): sketchtext adds its named vector and a `sketchtext` payload object to them and leaves the rest.
         """
         self.settings = settings or load_settings()
         self.collection = collection or self.settings.store.collection
         vector_name = vector_name or self.settings.store.vector_name
-        self._store: VectorStore | None = QdrantStore(client, vector_name=vector_name) if client is not None else None
+        host_points = self.settings.store.point_ids == "host"
+        self._store: VectorStore | None = (
+            QdrantStore(client, vector_name=vector_name, host_points=host_points) if client is not None else None
+        )
         self._vector_name = vector_name
         self._encoder = encoder
         self._db: MetadataDB | None = None
@@ -100,7 +109,7 @@ class SketchTextPlugin:
     def store(self) -> VectorStore:
         if self._store is None:
             self._store = open_store(self.settings)
-            self._store.vector_name = self._vector_name
+            self._store.vector_name = self._vector_name  # a constructor argument wins over settings
         return self._store
 
     @property
@@ -126,7 +135,7 @@ class SketchTextPlugin:
 
     # -- ingest
     def ingest_context(self) -> IngestContext:
-        return IngestContext(self.encoder, self.store, self.db, self.collection)
+        return IngestContext(self.encoder, self.store, self.db, self.collection, draft_size=self.encoder.image_size)
 
     def ingest(
         self,
@@ -152,6 +161,25 @@ class SketchTextPlugin:
             progress=progress,
         )
 
+    def verify(self, root: Path | None = None, *, repair: bool = False) -> list[Difference]:
+        """Compare SQL rows, Qdrant points and the files under `root` (default: the folder last ingested).
+
+        Args:
+            root: The catalog folder.
+            repair: Resolve what is found (re-embed, delete orphans, drop rows of gone files), then check again.
+
+        Returns:
+            The differences found (after a repair: those left, normally none).
+        """
+        root = root or self.db.latest_source(self.collection)
+        if root is None:
+            raise CatalogError(f"Nothing was ever ingested into {self.collection!r}; pass the catalog folder.")
+        differences = find_differences(self.store, self.db, self.collection, root)
+        if repair and differences:
+            repair_differences(self.ingest_context, self.store, self.db, self.collection, root, differences)
+            differences = find_differences(self.store, self.db, self.collection, root)
+        return differences
+
     # -- queries
     def encode_batch(self, queries: Sequence[SketchTextQuery]) -> list[EncodedQuery]:
         """Encode many queries with one pass through each tower."""
@@ -161,7 +189,7 @@ class SketchTextPlugin:
             EncodedQuery(
                 vector=vector,
                 using=self._vector_name,
-                query_filter=build_filter(query.context(), query.filters),
+                query_filter=build_filter(query.context(), query.filters, prefix=self.store.payload_prefix),
                 limit=query.limit,
                 mode=query_mode(*pair),
             )
@@ -181,13 +209,10 @@ class SketchTextPlugin:
         """Run many queries; results per query in score order, joined with their SQL rows."""
         batch = self.encode_batch(queries)  # validates every query before touching the store
         self.store.check_binding(self.collection, self.encoder.fingerprint)
-        results = []
-        for encoded in batch:
-            points = self.store.query(
-                self.collection, encoded.vector, query_filter=encoded.query_filter, limit=encoded.limit
-            )
-            results.append(join_hits(points, self.db))
-        return results
+        results = self.store.query_batch(
+            self.collection, [(encoded.vector, encoded.query_filter, encoded.limit) for encoded in batch]
+        )
+        return [join_hits(points, self.db, self.collection, self.store.own_payload) for points in results]
 
     def search(self, query: SketchTextQuery) -> list[SearchHit]:
         """Run one query and return typed hits (score, payload, SQL metadata), best first."""

@@ -8,16 +8,32 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sketchtext.plugin.catalog import DEFAULT_MAX_PIXELS, CatalogEntry, open_image, scan_catalog
+import numpy as np
+from numpy.typing import NDArray
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from sketchtext.plugin.catalog import DEFAULT_MAX_PIXELS, CatalogEntry, decode_image, scan_catalog
 from sketchtext.plugin.db import AssetStatus, MetadataDB, asset_id
 from sketchtext.plugin.encoders import ClipEncoder
-from sketchtext.plugin.errors import ImageError
+from sketchtext.plugin.errors import (
+    DatabaseUnavailableError,
+    ImageError,
+    SketchTextError,
+    StoreError,
+    StoreUnavailableError,
+)
+from sketchtext.plugin.store import PointId, qdrant_id
 from sketchtext.plugin.stores import VectorStore
 
 log = logging.getLogger(__name__)
@@ -32,6 +48,11 @@ class IngestContext:
     db: MetadataDB
     collection: str
     max_pixels: int = DEFAULT_MAX_PIXELS
+    retry_attempts: int = 5  # per batch, when Qdrant or the database is unreachable
+    retry_wait_s: float = 1.0  # first wait; doubles each time
+    draft_size: int | None = None  # decode JPEGs at a reduced size no smaller than this (the model's input side)
+    decode_workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
+    prefetch: int = 2  # batches decoded ahead of the encoder
 
     def ensure_collection(self) -> None:
         self.store.ensure_collection(self.collection, self.encoder.dim, self.encoder.fingerprint)
@@ -83,15 +104,57 @@ def point_payload(entry: CatalogEntry) -> dict[str, Any]:
     return payload
 
 
-def ingest_batch(ctx: IngestContext, entries: Sequence[CatalogEntry]) -> BatchResult:
-    """Embed the entries of one batch that are new or changed; record the unreadable ones as failed."""
+def point_id(store: VectorStore, collection: str, key: str, host_id: str | None) -> PointId:
+    """The asset's deterministic id, or the host's product id when points belong to the host."""
+    if store.host_points:
+        if host_id is None:
+            raise ImageError(f"{key} has no host_id in the sidecar; host point ids need one per photo")
+        return qdrant_id(host_id)
+    return asset_id(collection, key)
+
+
+def host_id_conflicts(ctx: IngestContext, entries: Sequence[CatalogEntry]) -> dict[str, str]:
+    """Entries whose host id another photo already holds (a host point has room for one sketchtext vector)."""
+    if not ctx.store.host_points:
+        return {}
+    holders = ctx.db.keys_by_host_id(ctx.collection, [e.host_id for e in entries if e.host_id])
+    conflicts = {}
+    for entry in entries:
+        if entry.host_id is None:
+            continue
+        holder = holders.setdefault(entry.host_id, entry.key)
+        if holder != entry.key:
+            conflicts[entry.key] = f"host_id {entry.host_id} already belongs to {holder}; give each photo its own"
+    return conflicts
+
+
+@dataclass
+class PreparedBatch:
+    """A batch after reading and decoding: what to write to SQL, and the pixels of what needs embedding."""
+
+    entries: Sequence[CatalogEntry]
+    result: BatchResult
+    rows: list[dict[str, Any]]
+    todo: list[CatalogEntry]
+    pixels: Any  # a (N, 3, H, W) tensor, or None when nothing needs embedding
+
+
+def prepare_batch(ctx: IngestContext, entries: Sequence[CatalogEntry]) -> PreparedBatch:
+    """Read, hash and decode a batch; skip unchanged files, record unreadable ones, preprocess the rest."""
     result = BatchResult()
     started = time.perf_counter()
     known = ctx.db.assets_by_key(ctx.collection, [e.key for e in entries])
-    todo: list[tuple[CatalogEntry, Any]] = []
+    conflicts = host_id_conflicts(ctx, entries)
+    todo: list[CatalogEntry] = []
+    images = []
     rows: list[dict[str, Any]] = []
     for entry in entries:
         row = asset_row(ctx, entry)
+        known_problem = entry.problem or conflicts.get(entry.key)
+        if known_problem:
+            result.failed[entry.key] = known_problem
+            rows.append({**row, "status": AssetStatus.FAILED, "error": known_problem})
+            continue
         try:
             data = entry.path.read_bytes()
         except OSError as exc:
@@ -110,35 +173,50 @@ def ingest_batch(ctx: IngestContext, entries: Sequence[CatalogEntry]) -> BatchRe
             continue
         row.update(sha256=sha256, size=len(data))
         try:
-            image = open_image(data, max_pixels=ctx.max_pixels, name=entry.key)
-        except ImageError as exc:
+            point_id(ctx.store, ctx.collection, entry.key, entry.host_id)
+            image, (width, height) = decode_image(
+                data, max_pixels=ctx.max_pixels, name=entry.key, draft_size=ctx.draft_size
+            )
+        except (ImageError, StoreError) as exc:
             result.failed[entry.key] = str(exc)
             rows.append({**row, "status": AssetStatus.FAILED, "error": str(exc), "width": None, "height": None})
             continue
-        rows.append({**row, "status": AssetStatus.PENDING, "error": None, "width": image.width, "height": image.height})
-        todo.append((entry, image))
+        rows.append({**row, "status": AssetStatus.PENDING, "error": None, "width": width, "height": height})
+        todo.append(entry)
+        images.append(image)
+    pixels = ctx.encoder.preprocess_images(images) if images else None
     result.read_s = time.perf_counter() - started
+    return PreparedBatch(entries, result, rows, todo, pixels)
 
-    started = time.perf_counter()
-    vectors = ctx.encoder.encode_images([image for _, image in todo])
-    result.encode_s = time.perf_counter() - started
 
-    # SQL first (pending), then Qdrant, then SQL again: no row says embedded unless its vector is stored.
+def encode_batch(ctx: IngestContext, prepared: PreparedBatch) -> NDArray[np.float32]:
+    """The image tower's vectors for the prepared pixels."""
     started = time.perf_counter()
-    ctx.db.save_assets(rows)
-    todo_entries = [entry for entry, _ in todo]
+    if prepared.pixels is None:
+        vectors = np.zeros((0, ctx.encoder.dim), np.float32)
+    else:
+        vectors = ctx.encoder.encode_image_tensors(prepared.pixels)
+    prepared.result.encode_s = time.perf_counter() - started
+    return vectors
+
+
+def write_batch(ctx: IngestContext, prepared: PreparedBatch, vectors: NDArray[np.float32]) -> BatchResult:
+    """SQL first (pending), then Qdrant, then SQL again: no row says embedded unless its vector is stored."""
+    result = prepared.result
+    started = time.perf_counter()
+    ctx.db.save_assets(prepared.rows)
     ctx.store.upsert(
         ctx.collection,
-        [asset_id(ctx.collection, e.key) for e in todo_entries],
+        [point_id(ctx.store, ctx.collection, e.key, e.host_id) for e in prepared.todo],
         vectors,
-        [point_payload(e) for e in todo_entries],
+        [point_payload(e) for e in prepared.todo],
     )
-    ctx.db.mark_embedded(ctx.collection, [e.key for e in todo_entries], ctx.encoder.fingerprint)
-    result.embedded = [e.key for e in todo_entries]
+    ctx.db.mark_embedded(ctx.collection, [e.key for e in prepared.todo], ctx.encoder.fingerprint)
+    result.embedded = [e.key for e in prepared.todo]
     result.write_s = time.perf_counter() - started
     log.info(
         "batch of %d: embedded %d, unchanged %d, failed %d; read_s=%.3f encode_s=%.3f write_s=%.3f",
-        len(entries),
+        len(prepared.entries),
         len(result.embedded),
         len(result.unchanged),
         len(result.failed),
@@ -147,6 +225,25 @@ def ingest_batch(ctx: IngestContext, entries: Sequence[CatalogEntry]) -> BatchRe
         result.write_s,
     )
     return result
+
+
+def flag_shared_host_ids(entries: Sequence[CatalogEntry]) -> list[CatalogEntry]:
+    """Give every photo after the first that claims an already claimed host id a problem (batches run in parallel,
+    so the per-batch check against SQL cannot see a twin in a neighbouring batch)."""
+    holders: dict[str, str] = {}
+    flagged = []
+    for entry in entries:
+        holder = holders.setdefault(entry.host_id, entry.key) if entry.host_id else entry.key
+        if holder != entry.key and entry.problem is None:
+            entry = replace(entry, problem=f"host_id {entry.host_id} already belongs to {holder}; give each its own")
+        flagged.append(entry)
+    return flagged
+
+
+def ingest_batch(ctx: IngestContext, entries: Sequence[CatalogEntry]) -> BatchResult:
+    """The unit of work: embed the entries of one batch that are new or changed; record unreadable ones as failed."""
+    prepared = prepare_batch(ctx, entries)
+    return write_batch(ctx, prepared, encode_batch(ctx, prepared))
 
 
 @dataclass
@@ -178,6 +275,67 @@ class IngestSummary:
         }
 
 
+T = TypeVar("T")
+TRANSIENT = (StoreUnavailableError, DatabaseUnavailableError)
+
+
+def retrying(ctx: IngestContext, func: Callable[..., T], *args: Any) -> T:
+    """Call `func`, retrying with exponential backoff while Qdrant or the database is unreachable.
+    Safe because every write is idempotent (deterministic ids, upserts)."""
+    for attempt in Retrying(
+        retry=retry_if_exception_type(TRANSIENT),
+        stop=stop_after_attempt(ctx.retry_attempts),
+        wait=wait_exponential(multiplier=ctx.retry_wait_s, max=30),
+        before_sleep=lambda state: log.warning(
+            "attempt %d failed (%s); retrying", state.attempt_number, state.outcome.exception() if state.outcome else ""
+        ),
+        reraise=True,
+    ):
+        with attempt:
+            return func(*args)
+    raise AssertionError("unreachable: tenacity reraises the last error")
+
+
+def pipelined(ctx: IngestContext, batches: Sequence[Sequence[CatalogEntry]]) -> Iterator[BatchResult]:
+    """Run batches so that reading/decoding (worker threads) and writing (one thread) hide behind the encoder.
+
+    Batches are encoded in order on this thread; at most `ctx.prefetch` are decoded ahead and two writes are in flight,
+    so memory stays bounded. Results come back in order, after their writes landed."""
+    decoders = ThreadPoolExecutor(ctx.decode_workers, thread_name_prefix="sketchtext-decode")
+    writer = ThreadPoolExecutor(1, thread_name_prefix="sketchtext-write")
+    prepared: deque[Future[PreparedBatch]] = deque()
+    writes: deque[Future[BatchResult]] = deque()
+    upcoming = iter(batches)
+    failed = threading.Event()
+
+    def write(ready: PreparedBatch, vectors: NDArray[np.float32]) -> BatchResult:
+        if failed.is_set():  # an earlier write failed for good: its error is what the caller will see
+            raise RuntimeError("skipped after an earlier write failed")
+        try:
+            return retrying(ctx, write_batch, ctx, ready, vectors)
+        except BaseException:
+            failed.set()
+            raise
+
+    try:
+        for batch in islice(upcoming, ctx.prefetch):
+            prepared.append(decoders.submit(retrying, ctx, prepare_batch, ctx, batch))
+        while prepared:
+            ready = prepared.popleft().result()
+            for batch in islice(upcoming, 1):
+                prepared.append(decoders.submit(retrying, ctx, prepare_batch, ctx, batch))
+            vectors = encode_batch(ctx, ready)
+            writes.append(writer.submit(write, ready, vectors))
+            while len(writes) > 1 or (writes and writes[0].done()):
+                yield writes.popleft().result()
+        while writes:
+            yield writes.popleft().result()
+    finally:
+        # On error or interrupt: drop what has not started; a write under way finishes, so SQL and Qdrant agree.
+        decoders.shutdown(wait=True, cancel_futures=True)
+        writer.shutdown(wait=True, cancel_futures=True)
+
+
 def batched(items: Sequence[CatalogEntry], size: int) -> list[Sequence[CatalogEntry]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
@@ -185,7 +343,9 @@ def batched(items: Sequence[CatalogEntry], size: int) -> list[Sequence[CatalogEn
 def prune_missing(ctx: IngestContext, present: set[str]) -> list[str]:
     """Delete the vectors and rows of assets whose files are gone."""
     gone = sorted(ctx.db.keys(ctx.collection) - present)
-    ctx.store.delete(ctx.collection, [asset_id(ctx.collection, key) for key in gone])
+    rows = ctx.db.assets_by_key(ctx.collection, gone)
+    stored = [row for row in rows.values() if row.status == AssetStatus.EMBEDDED]
+    ctx.store.delete(ctx.collection, [point_id(ctx.store, ctx.collection, row.key, row.host_id) for row in stored])
     ctx.db.delete_assets(ctx.collection, gone)
     return gone
 
@@ -201,29 +361,29 @@ def run_ingest(
     """Ingest a catalog folder inline, batch after batch; `progress(n, total)` hears of each finished batch."""
     started = time.perf_counter()
     entries = list(scan_catalog(root))
-    ctx.ensure_collection()
-    run_id = ctx.db.start_run(ctx.collection, str(root), ctx.encoder.fingerprint, len(entries))
-    total = BatchResult()
-    pruned: list[str] = []
-    status = "failed"
-    try:
-        for batch in batched(entries, batch_size):
-            total.merge(ingest_batch(ctx, batch))
-            if progress is not None:
-                progress(len(batch), len(entries))
-        pruned = prune_missing(ctx, {e.key for e in entries}) if prune else []
-        ctx.store.optimize(ctx.collection)  # Edge builds its search index once the collection outgrows exact search
-        status = "completed"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    finally:
-        ctx.db.finish_run(
-            run_id,
-            status,
-            embedded=len(total.embedded),
-            unchanged=len(total.unchanged),
-            failed=len(total.failed),
-            pruned=len(pruned),
-        )
+    if ctx.store.host_points:
+        entries = flag_shared_host_ids(entries)
+    with ctx.db.exclusive(f"the ingest lock of collection {ctx.collection!r}"):
+        ctx.ensure_collection()
+        run_id = ctx.db.start_run(ctx.collection, str(root), ctx.encoder.fingerprint, len(entries))
+        total = BatchResult()
+        pruned: list[str] = []
+        status = "failed"
+        try:
+            for result in pipelined(ctx, batched(entries, batch_size)):
+                total.merge(result)
+                if progress is not None:
+                    progress(len(result.embedded) + len(result.unchanged) + len(result.failed), len(entries))
+            pruned = retrying(ctx, prune_missing, ctx, {e.key for e in entries}) if prune else []
+            ctx.store.optimize(ctx.collection)  # Edge builds its search index once the collection outgrows exact search
+            status = "completed"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            counts = {"embedded": len(total.embedded), "unchanged": len(total.unchanged), "failed": len(total.failed)}
+            try:
+                ctx.db.finish_run(run_id, status, pruned=len(pruned), **counts)
+            except SketchTextError as exc:  # the database may be the reason we are leaving
+                log.warning("could not record the end of run %s: %s", run_id, exc)
     return IngestSummary(run_id, ctx.collection, len(entries), total, pruned, time.perf_counter() - started)

@@ -6,10 +6,10 @@ import base64
 import binascii
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 SketchInput = Image.Image | bytes | str | Path
 Mode = Literal["sketch", "text", "sum"]
 MAX_SKETCH_PIXELS = 16_000_000
+# CLIP reads at most 77 tokens; anything past this many characters could never count, so it is cut with a warning.
+MAX_TEXT_CHARS = 1_000
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class SketchTextQuery:
 class SearchHit:
     """One result: the point's id and score, its payload, and its SQL metadata row (None if it has none)."""
 
-    id: str | int
+    id: str | int | uuid.UUID
     score: float
     key: str | None
     payload: dict[str, Any]
@@ -83,7 +85,8 @@ def load_sketch(value: SketchInput) -> Image.Image:
 
 def is_blank(image: Image.Image) -> bool:
     """True when an image has a single colour (an empty canvas)."""
-    return all(low == high for low, high in image.getextrema())  # type: ignore[union-attr]
+    extrema = cast(tuple[tuple[float, float], ...], image.getextrema())  # per band, as the image is RGB
+    return all(low == high for low, high in extrema)
 
 
 def prepare_inputs(query: SketchTextQuery) -> tuple[Image.Image | None, str | None]:
@@ -92,6 +95,9 @@ def prepare_inputs(query: SketchTextQuery) -> tuple[Image.Image | None, str | No
         raise QueryError(f"limit must be at least 1, got {query.limit}.")
     sketch = load_sketch(query.sketch) if query.sketch is not None else None
     text = query.text.strip() if query.text else None
+    if text and len(text) > MAX_TEXT_CHARS:
+        log.warning("query text of %d characters cut to %d (CLIP reads ~77 tokens)", len(text), MAX_TEXT_CHARS)
+        text = text[:MAX_TEXT_CHARS]
     if sketch is not None and is_blank(sketch):
         if not text:
             raise EmptyQueryError("The sketch is blank and there is no text; draw something or type a few words.")
@@ -142,29 +148,22 @@ def asset_dict(asset: Any) -> dict[str, Any]:
     }
 
 
-def join_hits(points: Sequence[models.ScoredPoint], db: MetadataDB | None) -> list[SearchHit]:
-    """Hits in score order, each with its SQL row (one query for all of them)."""
-    ids = []
-    for point in points:
-        try:
-            ids.append(uuid.UUID(str(point.id)))
-        except ValueError:
-            continue  # a host's integer id: no SQL row by id
-    rows = db.assets_by_id(ids) if db is not None and ids else {}
-    hits = []
-    for point in points:
-        try:
-            row = rows.get(uuid.UUID(str(point.id)))
-        except ValueError:
-            row = None
-        payload = dict(point.payload or {})
-        hits.append(
-            SearchHit(
-                id=point.id,
-                score=float(point.score),
-                key=payload.get("key"),
-                payload=payload,
-                asset=asset_dict(row) if row is not None else None,
-            )
+def join_hits(
+    points: Sequence[models.ScoredPoint],
+    db: MetadataDB | None,
+    collection: str,
+    own_payload: Callable[[dict[str, Any] | None], dict[str, Any]] = lambda p: dict(p or {}),
+) -> list[SearchHit]:
+    """Hits in score order, each with its SQL row (one query for all of them), matched by asset key."""
+    keys = [own_payload(point.payload).get("key") for point in points]
+    rows = db.assets_by_key(collection, [k for k in keys if k]) if db is not None and any(keys) else {}
+    return [
+        SearchHit(
+            id=point.id,
+            score=float(point.score),
+            key=key,
+            payload=dict(point.payload or {}),
+            asset=asset_dict(rows[key]) if key in rows else None,
         )
-    return hits
+        for point, key in zip(points, keys, strict=True)
+    ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import platformdirs
 from pydantic import BaseModel, Field, SecretStr
@@ -28,8 +28,8 @@ class ModelSettings(BaseModel):
     spec: str = DEFAULT_MODEL_SPEC
     checkpoint: Path | None = None  # a trained sketchtext checkpoint directory (composed queries)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"
-    batch_size: int = Field(32, ge=1)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16/fp16 when it agrees with fp32
+    batch_size: Annotated[int, Field(ge=1)] = 32
 
 
 class StoreSettings(BaseModel):
@@ -39,6 +39,7 @@ class StoreSettings(BaseModel):
     backend: Literal["edge", "local"] = "edge"  # embedded engine: Qdrant Edge, or qdrant-client's local mode
     collection: str = "sketchtext"
     vector_name: str | None = None  # a named vector inside a host's collection
+    point_ids: Literal["asset", "host"] = "asset"  # "host": point id = the sidecar's host_id (host-owned points)
     timeout_s: float = 30.0
 
 
@@ -64,10 +65,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SKETCHTEXT_", env_nested_delimiter="__", extra="forbid")
 
     data_dir: Path = Field(default_factory=default_data_dir)
-    model: ModelSettings = ModelSettings()
-    store: StoreSettings = StoreSettings()
-    db: DatabaseSettings = DatabaseSettings()
-    queue: QueueSettings = QueueSettings()
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    db: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -95,7 +96,7 @@ class Settings(BaseSettings):
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Settings from the environment, then `config_file` (or $SKETCHTEXT_CONFIG), with explicit overrides on top."""
-    cls = Settings
+    cls: type[Settings] = Settings
     config_file = config_file or (
         Path(os.environ["SKETCHTEXT_CONFIG"]) if os.environ.get("SKETCHTEXT_CONFIG") else None
     )
@@ -103,7 +104,10 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         if not config_file.is_file():
             raise ConfigError(f"Config file {config_file} does not exist; pass an existing TOML file.")
         # A subclass carries the file, so two callers with different files never share state.
-        cls = type("FileSettings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": config_file}})
+        cls = cast(
+            type[Settings],
+            type("FileSettings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": config_file}}),
+        )
     try:
         return cls(**overrides)
     except ValueError as exc:

@@ -29,15 +29,35 @@ log = logging.getLogger(__name__)
 # Payload fields that context filters may name; each gets a keyword index.
 FILTER_FIELDS = ("category", "scene", "sku")
 BINDING_KEY = "sketchtext_model"
+HOST_PAYLOAD_KEY = "sketchtext"
 
 FilterValue = str | int | Sequence[str | int]
+PointId = uuid.UUID | str | int
+
+
+def qdrant_id(value: PointId) -> str | int:
+    """A point id as Qdrant takes it: an unsigned integer or a UUID string (host ids may be either)."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    text = str(value).strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise StoreError(
+            f"Point id {value!r} is neither an unsigned integer nor a UUID, which is all Qdrant accepts; "
+            "use such host ids, or the default asset ids (SKETCHTEXT_STORE__POINT_IDS=asset)."
+        ) from None
 
 
 def build_filter(
-    context: Mapping[str, FilterValue | None] | None, host: models.Filter | None = None
+    context: Mapping[str, FilterValue | None] | None, host: models.Filter | None = None, *, prefix: str = ""
 ) -> models.Filter | None:
     """A Qdrant filter from `{"category": "shoes", "scene": ["beach", "street"]}` (one value or any of several),
-    combined (AND) with a host's own filter."""
+    combined (AND) with a host's own filter; `prefix` addresses fields nested under sketchtext's own object."""
     must: list[Any] = []
     for name, value in (context or {}).items():
         if value is None:
@@ -48,12 +68,12 @@ def build_filter(
                 "Pass a qdrant_client Filter for anything else."
             )
         if isinstance(value, str | int):
-            must.append(models.FieldCondition(key=name, match=models.MatchValue(value=value)))
+            must.append(models.FieldCondition(key=prefix + name, match=models.MatchValue(value=value)))
         else:
             values = list(value)
             if not values:
                 continue
-            must.append(models.FieldCondition(key=name, match=models.MatchAny(any=values)))
+            must.append(models.FieldCondition(key=prefix + name, match=models.MatchAny(any=values)))  # type: ignore[arg-type]
     if host is not None:
         must.append(host)
     return models.Filter(must=must) if must else None
@@ -82,12 +102,34 @@ def translated(what: str) -> Iterator[None]:
 
 
 class QdrantStore:
-    """Vectors in Qdrant, local mode (`path=`) or a server, optionally as a named vector of a host's collection."""
+    """Vectors in Qdrant, local mode (`path=`) or a server, optionally as a named vector of a host's collection.
 
-    def __init__(self, client: QdrantClient, *, vector_name: str | None = None, owns_client: bool = False) -> None:
+    With `host_points`, points belong to the host (their ids are the host's product ids): sketchtext only adds or
+    replaces its named vector and keeps its payload under one `sketchtext` object, never touching the host's fields.
+    """
+
+    def __init__(
+        self,
+        client: QdrantClient,
+        *,
+        vector_name: str | None = None,
+        host_points: bool = False,
+        owns_client: bool = False,
+    ) -> None:
         self.client = client
         self.vector_name = vector_name
+        self.host_points = host_points
         self._owns_client = owns_client
+
+    @property
+    def payload_prefix(self) -> str:
+        """Where sketchtext's payload fields live: top level, or under `sketchtext.` in host points."""
+        return f"{HOST_PAYLOAD_KEY}." if self.host_points else ""
+
+    def own_payload(self, payload: Mapping[str, Any] | None) -> dict[str, Any]:
+        """sketchtext's fields of a point's payload."""
+        payload = payload or {}
+        return dict(payload.get(HOST_PAYLOAD_KEY) or {}) if self.host_points else dict(payload)
 
     @classmethod
     def open(cls, settings: Settings) -> QdrantStore:
@@ -98,7 +140,7 @@ class QdrantStore:
             client = QdrantClient(url=store.url, api_key=api_key, timeout=int(store.timeout_s))
         else:
             client = open_local(settings.store_path)
-        return cls(client, vector_name=store.vector_name, owns_client=True)
+        return cls(client, vector_name=store.vector_name, host_points=store.point_ids == "host", owns_client=True)
 
     def close(self) -> None:
         if self._owns_client:
@@ -182,36 +224,60 @@ class QdrantStore:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # local mode ignores payload indexes, and says so
             for field in FILTER_FIELDS:
-                self.client.create_payload_index(collection, field, models.PayloadSchemaType.KEYWORD)
+                self.client.create_payload_index(
+                    collection, self.payload_prefix + field, models.PayloadSchemaType.KEYWORD
+                )
 
     # -- points
     def upsert(
         self,
         collection: str,
-        ids: Sequence[uuid.UUID | str | int],
+        ids: Sequence[PointId],
         vectors: NDArray[np.float32],
         payloads: Sequence[dict[str, Any]],
     ) -> None:
-        """Write points in one request and wait until Qdrant has applied them."""
-        if not ids:
-            return
-        points = [
-            models.PointStruct(
-                id=str(pid) if isinstance(pid, uuid.UUID) else pid,
-                vector={self.vector_name: vector.tolist()} if self.vector_name else vector.tolist(),
-                payload=payload,
-            )
-            for pid, vector, payload in zip(ids, vectors, payloads, strict=True)
-        ]
-        with translated(f"write {len(points)} points to {collection!r}"):
-            self.client.upsert(collection, points=points, wait=True)
+        """Write points in one request and wait until Qdrant has applied them.
 
-    def delete(self, collection: str, ids: Sequence[uuid.UUID | str | int]) -> None:
+        Host points that already exist keep their other vectors and payload: only sketchtext's part changes."""
         if not ids:
             return
-        selector = models.PointIdsList(points=[str(i) if isinstance(i, uuid.UUID) else i for i in ids])
+        point_ids = [qdrant_id(i) for i in ids]
+        existing = self._existing(collection, point_ids) if self.host_points else set()
+        operations: list[Any] = []
+        new_points = []
+        for pid, vector, payload in zip(point_ids, vectors, payloads, strict=True):
+            named = {self.vector_name: vector.tolist()} if self.vector_name else vector.tolist()
+            own = {HOST_PAYLOAD_KEY: payload} if self.host_points else payload
+            if pid in existing:
+                operations.append(
+                    models.UpdateVectorsOperation(
+                        update_vectors=models.UpdateVectors(points=[models.PointVectors(id=pid, vector=named)])
+                    )
+                )
+                operations.append(models.SetPayloadOperation(set_payload=models.SetPayload(payload=own, points=[pid])))
+            else:
+                new_points.append(models.PointStruct(id=pid, vector=named, payload=own))
+        if new_points:
+            operations.append(models.UpsertOperation(upsert=models.PointsList(points=new_points)))
+        with translated(f"write {len(point_ids)} points to {collection!r}"):
+            self.client.batch_update_points(collection, update_operations=operations, wait=True)
+
+    def _existing(self, collection: str, ids: Sequence[str | int]) -> set[str | int]:
+        with translated(f"read points of {collection!r}"):
+            found = self.client.retrieve(collection, ids=list(ids), with_payload=False, with_vectors=False)
+        return {qdrant_id(point.id) for point in found}
+
+    def delete(self, collection: str, ids: Sequence[PointId]) -> None:
+        """Remove sketchtext's points; from host points, remove only sketchtext's vector and payload."""
+        if not ids:
+            return
+        selector = models.PointIdsList(points=[qdrant_id(i) for i in ids])
         with translated(f"delete points from {collection!r}"):
-            self.client.delete(collection, points_selector=selector, wait=True)
+            if self.host_points and self.vector_name:
+                self.client.delete_vectors(collection, vectors=[self.vector_name], points=selector, wait=True)
+                self.client.delete_payload(collection, keys=[HOST_PAYLOAD_KEY], points=selector, wait=True)
+            else:
+                self.client.delete(collection, points_selector=selector, wait=True)
 
     def query(
         self,
@@ -222,16 +288,40 @@ class QdrantStore:
         limit: int = 10,
     ) -> list[models.ScoredPoint]:
         """Nearest points by cosine similarity, best first."""
-        with translated(f"query {collection!r}"):
-            response = self.client.query_points(
-                collection,
-                query=vector.tolist(),
-                using=self.vector_name,
-                query_filter=query_filter,
-                limit=limit,
-                with_payload=True,
+        return self.query_batch(collection, [(vector, query_filter, limit)])[0]
+
+    def query_batch(
+        self, collection: str, requests: Sequence[tuple[NDArray[np.float32], models.Filter | None, int]]
+    ) -> list[list[models.ScoredPoint]]:
+        """Several queries in one round trip; each result best first."""
+        batch = [
+            models.QueryRequest(
+                query=vector.tolist(), using=self.vector_name, filter=query_filter, limit=limit, with_payload=True
             )
-        return list(response.points)
+            for vector, query_filter, limit in requests
+        ]
+        with translated(f"query {collection!r}"):
+            responses = self.client.query_batch_points(collection, requests=batch)
+        return [list(response.points) for response in responses]
+
+    def points(self, collection: str, page: int = 1000) -> Iterator[tuple[str | int, dict[str, Any]]]:
+        """Every point holding a sketchtext vector, as (id, sketchtext's payload)."""
+        offset: Any = None
+        while True:
+            with translated(f"read points of {collection!r}"):
+                records, offset = self.client.scroll(
+                    collection, limit=page, offset=offset, with_payload=True, with_vectors=False
+                )
+            for record in records:
+                own = self.own_payload(record.payload)
+                if own or not self.host_points:
+                    yield qdrant_id(record.id), own
+            if offset is None:
+                return
+
+    def exists(self, collection: str) -> bool:
+        with translated(f"read collection {collection!r}"):
+            return bool(self.client.collection_exists(collection))
 
     def count(self, collection: str, query_filter: models.Filter | None = None) -> int:
         with translated(f"count points of {collection!r}"):

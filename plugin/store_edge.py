@@ -21,7 +21,7 @@ import shutil
 import threading
 import uuid
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from qdrant_client import models
 
 from sketchtext.plugin.errors import CollectionNotFoundError, ModelMismatchError, StoreError
 from sketchtext.plugin.settings import Settings
-from sketchtext.plugin.store import BINDING_KEY, FILTER_FIELDS
+from sketchtext.plugin.store import BINDING_KEY, FILTER_FIELDS, HOST_PAYLOAD_KEY, PointId, qdrant_id
 from sketchtext.plugin.store_edge_convert import DISTANCES, edge_errors, edge_filter, scored_point
 from sketchtext.plugin.stores import EDGE_FOLDER
 
@@ -89,11 +89,20 @@ def write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
 
 
 class EdgeStore:
-    """Vectors in Qdrant Edge shards under one folder; the same interface as `QdrantStore` (see `VectorStore`)."""
+    """Vectors in Qdrant Edge shards under one folder; the same interface as `QdrantStore` (see `VectorStore`),
+    host points included (sketchtext's payload under one `sketchtext` object, other vectors and fields untouched)."""
 
-    def __init__(self, folder: Path, *, vector_name: str | None = None, index: EdgeIndexCfg | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        vector_name: str | None = None,
+        host_points: bool = False,
+        index: EdgeIndexCfg | None = None,
+    ) -> None:
         self.folder = Path(folder)
         self.vector_name = vector_name
+        self.host_points = host_points
         self.index = index or EdgeIndexCfg()
         self._shards: dict[str, qe.EdgeShard] = {}
         self._lock = threading.RLock()
@@ -102,7 +111,20 @@ class EdgeStore:
     @classmethod
     def open(cls, settings: Settings) -> EdgeStore:
         """The Edge store of the embedded store folder (`settings.store_path`)."""
-        return cls(settings.store_path / EDGE_FOLDER, vector_name=settings.store.vector_name)
+        store = settings.store
+        return cls(
+            settings.store_path / EDGE_FOLDER, vector_name=store.vector_name, host_points=store.point_ids == "host"
+        )
+
+    @property
+    def payload_prefix(self) -> str:
+        """Where sketchtext's payload fields live: top level, or under `sketchtext.` in host points."""
+        return f"{HOST_PAYLOAD_KEY}." if self.host_points else ""
+
+    def own_payload(self, payload: Mapping[str, Any] | None) -> dict[str, Any]:
+        """sketchtext's fields of a point's payload."""
+        payload = payload or {}
+        return dict(payload.get(HOST_PAYLOAD_KEY) or {}) if self.host_points else dict(payload)
 
     def close(self) -> None:
         """Flush and close every shard this store opened; safe to call twice."""
@@ -173,10 +195,15 @@ class EdgeStore:
         return {name: (int(v["size"]), str(v["distance"])) for name, v in (config.get("vectors") or {}).items()}
 
     def create_collection(
-        self, collection: str, vectors: Mapping[str, tuple[int, str]], metadata: Mapping[str, Any]
+        self,
+        collection: str,
+        vectors: Mapping[str, tuple[int, str]],
+        metadata: Mapping[str, Any],
+        index_prefixes: Sequence[str] | None = None,
     ) -> None:
         """A new shard with `vectors` ({name: (size, distance)}, '' for one unnamed vector), keyword indexes on the
-        filter fields and `metadata`; built aside and moved in place, so a crash never leaves half a collection."""
+        filter fields (under each of `index_prefixes`, default this store's payload prefix) and `metadata`; built
+        aside and moved in place, so a crash never leaves half a collection."""
         final = self.shard_path(collection)
         if self.exists(collection):
             raise StoreError(f"Collection {collection!r} already exists in {self.folder}.")
@@ -193,8 +220,10 @@ class EdgeStore:
         with edge_errors(f"create collection {collection!r}", staging):
             shard = qe.EdgeShard.create(str(staging), config)
             try:
-                for field in FILTER_FIELDS:
-                    shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
+                for prefix in index_prefixes if index_prefixes is not None else [self.payload_prefix]:
+                    for field in FILTER_FIELDS:
+                        schema = qe.PayloadSchemaType.Keyword
+                        shard.update(qe.UpdateOperation.create_field_index(prefix + field, schema))
                 shard.flush()
             finally:
                 shard.close()
@@ -268,19 +297,34 @@ class EdgeStore:
     def upsert(
         self,
         collection: str,
-        ids: Sequence[uuid.UUID | str | int],
+        ids: Sequence[PointId],
         vectors: NDArray[np.float32],
         payloads: Sequence[dict[str, Any]],
     ) -> None:
-        """Write points; returns once they are in the write-ahead log and flushed to disk."""
+        """Write points; returns once they are in the write-ahead log and flushed to disk.
+
+        Host points that already exist keep their other vectors and payload: only sketchtext's part changes."""
         if not ids:
             return
-        with edge_errors(f"write points to {collection!r}", self.shard_path(collection)):
-            points = [
-                qe.Point(id=pid, vector=self._vector(vector), payload=payload)
-                for pid, vector, payload in zip(ids, vectors, payloads, strict=True)
-            ]
-        self.write(collection, points)
+        point_ids = [qdrant_id(i) for i in ids]
+        shard = self.shard(collection)
+        with edge_errors(f"write {len(point_ids)} points to {collection!r}", self.shard_path(collection)):
+            existing = self._existing(shard, point_ids) if self.host_points else set()
+            new_points = []
+            for pid, vector, payload in zip(point_ids, vectors, payloads, strict=True):
+                own = {HOST_PAYLOAD_KEY: payload} if self.host_points else payload
+                if pid in existing:
+                    shard.update(qe.UpdateOperation.update_vectors([qe.PointVectors(pid, self._vector(vector))]))
+                    shard.update(qe.UpdateOperation.set_payload([pid], own))
+                else:
+                    new_points.append(qe.Point(id=pid, vector=self._vector(vector), payload=own))
+            if new_points:
+                shard.update(qe.UpdateOperation.upsert_points(new_points))
+            shard.flush()
+
+    def _existing(self, shard: qe.EdgeShard, ids: Sequence[str | int]) -> set[str | int]:
+        found = shard.retrieve(list(ids), with_payload=False, with_vector=False)
+        return {qdrant_id(record.id) for record in found}
 
     def write(self, collection: str, points: Sequence[qe.Point], *, flush: bool = True) -> None:
         """Upsert already built Edge points (for migrations); durable on return unless `flush` is False."""
@@ -290,14 +334,35 @@ class EdgeStore:
             if flush:
                 shard.flush()
 
-    def delete(self, collection: str, ids: Sequence[uuid.UUID | str | int]) -> None:
-        """Remove points; durable on return."""
+    def delete(self, collection: str, ids: Sequence[PointId]) -> None:
+        """Remove sketchtext's points (from host points only its vector and payload); durable on return."""
         if not ids:
             return
+        point_ids = [qdrant_id(i) for i in ids]
         shard = self.shard(collection)
         with edge_errors(f"delete points from {collection!r}", self.shard_path(collection)):
-            shard.update(qe.UpdateOperation.delete_points(list(ids)))
+            if self.host_points and self.vector_name:
+                shard.update(qe.UpdateOperation.delete_vectors(point_ids, [self.vector_name]))
+                shard.update(qe.UpdateOperation.delete_payload(point_ids, [HOST_PAYLOAD_KEY]))
+            else:
+                shard.update(qe.UpdateOperation.delete_points(point_ids))
             shard.flush()
+
+    def points(self, collection: str, page: int = 1000) -> Iterator[tuple[str | int, dict[str, Any]]]:
+        """Every point holding a sketchtext vector, as (id, sketchtext's payload)."""
+        shard = self.shard(collection)
+        offset: Any = None
+        while True:
+            with edge_errors(f"read points of {collection!r}", self.shard_path(collection)):
+                records, offset = shard.scroll(
+                    qe.ScrollRequest(offset=offset, limit=page, with_payload=True, with_vector=False)
+                )
+            for record in records:
+                own = self.own_payload(record.payload)
+                if own or not self.host_points:
+                    yield qdrant_id(record.id), own
+            if offset is None:
+                return
 
     def search_params(self, collection: str) -> qe.SearchParams:
         """Exact below the size threshold; HNSW with the configured `ef` above it."""

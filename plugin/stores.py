@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -40,6 +40,17 @@ class VectorStore(Protocol):
     """What ingest and search need from a vector store; `QdrantStore` and `EdgeStore` implement it."""
 
     vector_name: str | None
+    host_points: bool  # points are a host's products: sketchtext's payload lives under one `sketchtext` object
+
+    @property
+    def payload_prefix(self) -> str:
+        """Where sketchtext's payload fields live in a point ('' or 'sketchtext.')."""
+
+    def own_payload(self, payload: Mapping[str, Any] | None) -> dict[str, Any]:
+        """sketchtext's fields of a point's payload."""
+
+    def exists(self, collection: str) -> bool:
+        """Whether the collection exists."""
 
     def ensure_collection(self, collection: str, dim: int, fingerprint: str) -> None:
         """Create the collection bound to a model fingerprint, or check that it is bound to it."""
@@ -71,6 +82,14 @@ class VectorStore(Protocol):
         limit: int = 10,
     ) -> list[models.ScoredPoint]:
         """Nearest points by cosine similarity, best first."""
+
+    def query_batch(
+        self, collection: str, requests: Sequence[tuple[NDArray[np.float32], models.Filter | None, int]]
+    ) -> list[list[models.ScoredPoint]]:
+        """Several (vector, filter, limit) queries at once; each result best first."""
+
+    def points(self, collection: str, page: int = 1000) -> Iterator[tuple[str | int, dict[str, Any]]]:
+        """Every point holding a sketchtext vector, as (id, sketchtext's payload)."""
 
     def count(self, collection: str, query_filter: models.Filter | None = None) -> int:
         """Points in the collection (matching a filter)."""

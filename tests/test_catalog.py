@@ -17,9 +17,9 @@ from tests.conftest import draw_product
 def test_scan_reads_folders_and_sidecar(catalog: Path) -> None:
     (catalog / "notes.txt").write_text("not a photo")
     entries = {e.key: e for e in scan_catalog(catalog)}
-    assert sorted(entries) == sorted(
-        ["shoes/item0.png", "bags/item1.jpg", "shoes/item2.jpg", "bags/item3.png", "shoes/item4.jpg", "bags/item5.jpg"]
-    )
+    photos = ["shoes/item0.png", "bags/item1.jpg", "shoes/item2.jpg", "bags/item3.png", "shoes/item4.jpg"]
+    # every file but the sidecar is a candidate: decoding decides what is an image
+    assert sorted(entries) == sorted([*photos, "bags/item5.jpg", "notes.txt"])
     first = entries["shoes/item0.png"]
     assert (first.category, first.scene, first.sku, first.extra) == ("shoes", "beach", "SKU-0", {"colour": "red"})
 
@@ -37,13 +37,29 @@ def test_sidecar_paths_outside_the_root_are_rejected(tmp_path: Path) -> None:
         list(scan_catalog(tmp_path))
 
 
-def test_symlinks_leaving_the_root_are_not_followed(tmp_path: Path) -> None:
+def test_links_leaving_the_root_and_special_files_come_with_a_problem(tmp_path: Path) -> None:
     outside = draw_product(tmp_path / "outside" / "x.png", 1, "blue")
     root = tmp_path / "catalog"
     draw_product(root / "shoes" / "in.png", 0, "red")
     os.symlink(outside, root / "shoes" / "escape.png")
     os.symlink(root / "shoes" / "in.png", root / "shoes" / "alias.png")
-    assert sorted(e.key for e in scan_catalog(root)) == ["shoes/alias.png", "shoes/in.png"]
+    os.symlink(root / "shoes" / "gone.png", root / "shoes" / "dangling.png")
+    os.symlink("../../outside/x.png", root / "shoes" / "dotdot.png")
+    os.mkfifo(root / "shoes" / "pipe.jpg")
+    problems = {e.key: e.problem for e in scan_catalog(root)}
+    assert problems["shoes/in.png"] is None and problems["shoes/alias.png"] is None
+    assert "leaves the catalog" in problems["shoes/escape.png"] and "leaves the catalog" in problems["shoes/dotdot.png"]
+    assert "not a regular file" in problems["shoes/pipe.jpg"] and "not a regular file" in problems["shoes/dangling.png"]
+
+
+def test_odd_file_names_become_valid_text_keys(tmp_path: Path) -> None:
+    draw_product(tmp_path / "sp ace, ümlaut & emoji 👢.png", 0, "red")
+    raw = os.fsencode(tmp_path) + b"/latin1-\xe9t\xe9.png"
+    with open(raw, "wb") as fh:
+        fh.write(b"x")
+    keys = sorted(e.key for e in scan_catalog(tmp_path))
+    assert keys == ["latin1-\\xe9t\\xe9.png", "sp ace, ümlaut & emoji 👢.png"]
+    assert all(k.encode("utf-8") for k in keys)
 
 
 def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ def test_tiny_encode_is_normalised_deterministic_and_discriminative(tiny_encoder
     assert vectors.shape == (3, tiny_encoder.dim) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
     assert not np.allclose(vectors[0], vectors[1])
-    again = load_encoder(TINY_SPEC, device="cpu").encode_images(photos)
+    again = load_encoder(TINY_SPEC, device="cpu", precision="fp32").encode_images(photos)
     np.testing.assert_array_equal(vectors, again)  # seeded random init: same weights every time
     texts = tiny_encoder.encode_texts(["a red shoe", "a blue bag"])
     assert texts.shape == (2, tiny_encoder.dim)
@@ -69,7 +69,7 @@ def test_local_checkpoint_loads_and_is_fingerprinted_by_content(tiny_encoder, ph
         save_file(state, str(path))
     else:
         torch.save(state, path)
-    loaded = load_encoder(f"open_clip:sketchtext-tiny@{path}", device="cpu")
+    loaded = load_encoder(f"open_clip:sketchtext-tiny@{path}", device="cpu", precision="fp32")
     assert loaded.fingerprint.startswith("sketchtext-tiny@sha256:")
     assert loaded.fingerprint != tiny_encoder.fingerprint
     assert not np.allclose(loaded.encode_images(photos), tiny_encoder.encode_images(photos))
@@ -85,3 +85,24 @@ def test_offline_pretrained_tag_explains_local_checkpoint(monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # fail at once instead of retrying the network
     with pytest.raises(ModelUnavailableError, match="point at it: --model open_clip:ViT-B-32@/path/to/"):
         load_encoder("open_clip:ViT-B-32@laion2b_s34b_b79k", device="cpu")
+
+
+def test_auto_precision_takes_the_fast_one_only_when_it_agrees(monkeypatch) -> None:
+    import torch
+
+    from sketchtext.plugin import encoders
+
+    if encoders.fast_precision("cpu") is None:
+        pytest.skip("this CPU has no native bf16: auto is always fp32 here")
+    monkeypatch.setattr(encoders, "AUTO_MIN_COSINE", 0.0)
+    monkeypatch.setattr(encoders, "AUTO_MIN_TOP10_OVERLAP", 0.0)
+    assert load_encoder(TINY_SPEC, device="cpu", precision="auto").dtype == torch.bfloat16
+    monkeypatch.setattr(encoders, "AUTO_MIN_COSINE", 1.01)  # nothing can agree this well
+    assert load_encoder(TINY_SPEC, device="cpu", precision="auto").dtype == torch.float32
+
+
+def test_precision_agreement_is_measured_on_real_encodes(tiny_encoder) -> None:
+    from sketchtext.plugin.encoders import precision_agreement
+
+    cosine, overlap = precision_agreement(tiny_encoder.model, tiny_encoder.preprocess, "bf16", "cpu")
+    assert 0.9 < cosine <= 1.0 and 0.5 < overlap <= 1.0

@@ -115,3 +115,52 @@ def test_another_model_on_a_bound_collection_is_refused(plugin: SketchTextPlugin
             second.ingest(catalog)
         with pytest.raises(ModelMismatchError):
             second.search(SketchTextQuery(text="a shoe"))
+
+
+def test_reduced_size_decoding_keeps_full_dimensions_and_agrees(plugin: SketchTextPlugin, tmp_path: Path) -> None:
+    import numpy as np
+
+    from sketchtext.plugin.catalog import decode_image
+
+    root = tmp_path / "big"
+    for i, colour in enumerate(["red", "navy", "olive", "teal"]):
+        draw_product(root / f"p{i}.jpg", i, colour, size=(960, 720))
+    plugin.ingest(root)
+    row = plugin.db.assets_by_key(plugin.collection, ["p0.jpg"])["p0.jpg"]
+    assert (row.width, row.height) == (960, 720)
+    data = (root / "p1.jpg").read_bytes()
+    reduced, size = decode_image(data, draft_size=plugin.encoder.image_size)
+    full, _ = decode_image(data)
+    assert size == full.size == (960, 720) and reduced.width < full.width and min(reduced.size) >= 64
+    a, b = plugin.encoder.encode_images([reduced, full])
+    assert float(np.dot(a, b)) > 0.99
+
+
+def test_pipelined_run_and_single_batches_write_the_same_vectors(plugin: SketchTextPlugin, catalog: Path) -> None:
+    import numpy as np
+    import qdrant_edge
+
+    from sketchtext.plugin.catalog import scan_catalog
+    from sketchtext.plugin.ingest import ingest_batch
+    from sketchtext.plugin.store_edge import EdgeStore
+
+    plugin.ingest(catalog, batch_size=2)
+    single = plugin.ingest_context()
+    single.collection = "one-by-one"
+    single.ensure_collection()
+    for entry in scan_catalog(catalog):
+        ingest_batch(single, [entry])
+
+    def vectors(name: str) -> dict[str, list[float]]:
+        store = plugin.store
+        if isinstance(store, EdgeStore):
+            request = qdrant_edge.ScrollRequest(limit=100, with_payload=True, with_vector=True)
+            records, _ = store.shard(name).scroll(request)
+        else:
+            records, _ = store.client.scroll(name, limit=100, with_vectors=True, with_payload=True)  # type: ignore[attr-defined]
+        return {r.payload["key"]: r.vector for r in records}
+
+    pipelined, sequential = vectors(plugin.collection), vectors("one-by-one")
+    assert pipelined.keys() == sequential.keys() and len(pipelined) == 6
+    for key in pipelined:
+        np.testing.assert_allclose(pipelined[key], sequential[key], atol=1e-5)

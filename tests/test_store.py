@@ -259,3 +259,36 @@ def test_second_process_on_the_embedded_store_names_the_fix(tmp_path, backend: s
     first.close()
     assert out.returncode != 0
     assert "SKETCHTEXT_STORE__URL" in out.stderr and StoreUnavailableError.__name__ in out.stderr
+
+
+def host_sets_payload(store: VectorStore, collection: str, pid: int, payload: dict) -> None:
+    """The host writing its own fields to its own point, with the backend's own client."""
+    if isinstance(store, EdgeStore):
+        import qdrant_edge
+
+        store.shard(collection).update(qdrant_edge.UpdateOperation.set_payload([pid], payload))
+    else:
+        store.client.set_payload(collection, payload=payload, points=[pid])  # type: ignore[attr-defined]
+
+
+def test_host_points_keep_the_hosts_fields(open_backend: Opener) -> None:
+    store = open_backend(vector_name="sketch")
+    store.host_points = True
+    store.ensure_collection("c", 8, "m1")
+    vectors = unit(np.random.default_rng(3), 2)
+    store.upsert("c", ["7", 8], vectors, [{"key": "boot", "category": "shoes"}, {"key": "bag", "category": "bags"}])
+    host_sets_payload(store, "c", 7, {"price": 120, "name": "Chelsea boot"})
+    store.upsert("c", [7], vectors[:1], [{"key": "boot", "category": "boots"}])  # re-ingest: only our part changes
+    (hit,) = store.query("c", vectors[0], query_filter=build_filter({"category": "boots"}, prefix="sketchtext."))
+    assert hit.id == 7 and hit.payload == {
+        "price": 120,
+        "name": "Chelsea boot",
+        "sketchtext": {"key": "boot", "category": "boots"},
+    }
+    assert (
+        store.own_payload(hit.payload) == {"key": "boot", "category": "boots"} and store.payload_prefix == "sketchtext."
+    )
+    assert dict(store.points("c")) == {7: {"key": "boot", "category": "boots"}, 8: {"key": "bag", "category": "bags"}}
+    store.delete("c", [7])  # the host's point stays, without sketchtext's vector and payload
+    assert store.count("c") == 2 and dict(store.points("c")) == {8: {"key": "bag", "category": "bags"}}
+    assert [h.id for h in store.query("c", vectors[0], limit=5)] == [8]

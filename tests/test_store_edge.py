@@ -37,7 +37,7 @@ def test_names_and_ids_that_cannot_be_stored_say_so(tmp_path: Path) -> None:
         with pytest.raises(StoreError, match="cannot name a folder"):
             store.ensure_collection("../etc", 8, "m1")
         store.ensure_collection("c", 8, "m1")
-        with pytest.raises(StoreError, match="unsigned integers or UUIDs"):
+        with pytest.raises(StoreError, match="neither an unsigned integer nor a UUID"):
             store.upsert("c", ["not-a-uuid"], np.ones((1, 8), np.float32), [{}])
         with pytest.raises(StoreError, match="dimension"):
             store.upsert("c", [1], np.ones((1, 4), np.float32), [{}])

@@ -1,0 +1,116 @@
+"""Ingest throughput vs the bare image-tower forward pass, same model, precision and batch size, in one run.
+
+    python tests/benchmarks/bench_ingest.py --arch sketchtext-tiny --arch ViT-B-32 --precision fp32 --precision bf16
+
+Prints one JSON object: per (arch, precision), images/s of the full `sketchtext ingest` path (read, decode, encode,
+SQL and Qdrant writes, into a fresh embedded store) and of the bare forward on already decoded tensors, and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from sketchtext.plugin.catalog import scan_catalog
+from sketchtext.plugin.encoders import load_encoder
+from sketchtext.plugin.facade import SketchTextPlugin
+from sketchtext.plugin.miniature import generate_world
+from sketchtext.plugin.settings import Settings
+
+
+def make_catalog(root: Path, photos: int, size: int) -> Path:
+    """Generated product photos of a realistic size (JPEG), cached between runs."""
+    shapes = max(3, photos // 16)
+    out = root / f"world-{shapes}-{size}"
+    if not (out / "catalog" / "catalog.csv").exists():
+        generate_world(
+            out, shapes_per_category=shapes, colourways_per_shape=4, sketches_per_shape=1, image_size=size, workers=2
+        )
+    return out / "catalog"
+
+
+def bare_forward(encoder, catalog: Path, batch_size: int, repeats: int) -> float:
+    """Images/s of the image tower alone on decoded, preprocessed tensors."""
+    images = [Image.open(entry.path).convert("RGB") for entry in scan_catalog(catalog)]
+    pixels = encoder.preprocess_images(images)
+    encoder.encode_image_tensors(pixels[:batch_size])  # warm-up
+    best = 0.0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for i in range(0, len(pixels), batch_size):
+            encoder.encode_image_tensors(pixels[i : i + batch_size])
+        best = max(best, len(pixels) / (time.perf_counter() - started))
+    return best
+
+
+def full_ingest(encoder, catalog: Path, batch_size: int, repeats: int) -> tuple[float, dict]:
+    """Images/s of the whole ingest path into a fresh embedded store and SQLite file."""
+    best, summary = 0.0, {}
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as data:
+            settings = Settings(data_dir=Path(data), model={"spec": "unused", "batch_size": batch_size})
+            with SketchTextPlugin(settings, encoder=encoder) as plugin:
+                plugin.db.ensure_schema(auto_upgrade=True)  # schema creation is set-up, not ingest
+                result = plugin.ingest(catalog, batch_size=batch_size).as_dict()
+        rate = result["embedded"] / result["seconds"]
+        if rate > best:
+            best, summary = rate, result
+    return best, summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", action="append", help="open_clip architecture (random weights)")
+    parser.add_argument("--precision", action="append", help="fp32, bf16 (CPU) or fp16 (CUDA)")
+    parser.add_argument("--photos", type=int, default=128)
+    parser.add_argument("--size", type=int, default=800, help="photo side in pixels")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "sketchtext-bench")
+    args = parser.parse_args()
+    catalog = make_catalog(args.cache, args.photos, args.size)
+    results = []
+    for arch in args.arch or ["sketchtext-tiny", "ViT-B-32"]:
+        for precision in args.precision or ["fp32", "bf16"]:
+            encoder = load_encoder(f"open_clip:{arch}", device=args.device, precision=precision)
+            bare = bare_forward(encoder, catalog, args.batch_size, args.repeats)
+            ingest, summary = full_ingest(encoder, catalog, args.batch_size, args.repeats)
+            results.append(
+                {
+                    "arch": arch,
+                    "precision": precision,
+                    "device": encoder.device,
+                    "bare_forward_images_per_s": round(bare, 2),
+                    "ingest_images_per_s": round(ingest, 2),
+                    "ratio": round(ingest / bare, 3),
+                    "stage_seconds": {k: summary[k] for k in ("read_s", "encode_s", "write_s", "seconds")},
+                }
+            )
+    print(
+        json.dumps(
+            {
+                "benchmark": "ingest",
+                "photos": sum(1 for _ in scan_catalog(catalog)),
+                "photo_size": args.size,
+                "batch_size": args.batch_size,
+                "torch_threads": torch.get_num_threads(),
+                "machine": platform.machine(),
+                "cpus": __import__("os").cpu_count(),
+                "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                "results": results,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

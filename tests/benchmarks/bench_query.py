@@ -1,0 +1,123 @@
+"""Query latency: one sketch+text query end to end vs the sum of its bare parts, and batch throughput, in one run.
+
+    python tests/benchmarks/bench_query.py --arch sketchtext-tiny --arch ViT-B-32
+
+Parts, each timed alone on the same inputs: the sketch through the image tower (pixels already preprocessed), the
+words through the text tower, one filtered Qdrant query, the SQL join of the hits. End to end is
+`SketchTextPlugin.search` from PNG bytes to joined hits. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from sketchtext.plugin.encoders import load_encoder
+from sketchtext.plugin.facade import SketchTextPlugin
+from sketchtext.plugin.miniature import generate_world
+from sketchtext.plugin.search import SketchTextQuery, join_hits, prepare_inputs
+from sketchtext.plugin.settings import Settings
+
+
+def timed(func: Callable[[], object], repeats: int) -> dict[str, float]:
+    func()  # warm-up
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        func()
+        samples.append((time.perf_counter() - started) * 1000)
+    samples.sort()
+    return {"p50_ms": round(statistics.median(samples), 3), "p99_ms": round(samples[int(0.99 * (len(samples) - 1))], 3)}
+
+
+def png_bytes(path: Path, size: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.open(path).convert("RGB").resize((size, size)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def bench(arch: str, precision: str, world: Path, repeats: int, batch: int) -> dict:
+    encoder = load_encoder(f"open_clip:{arch}", device="auto", precision=precision)
+    data = Path(tempfile.mkdtemp())
+    settings = Settings(data_dir=data, model={"spec": "unused"})
+    plugin = SketchTextPlugin(settings, encoder=encoder)
+    plugin.ingest(world / "catalog")
+    sketches = sorted((world / "sketches").rglob("*.png"))
+    sketch = png_bytes(sketches[0], 512)  # a drawn sketch as a page would send it
+    query = SketchTextQuery(sketch=sketch, text="in red with white stripes", category="boot", limit=10)
+    image, text = prepare_inputs(query)
+    pixels = encoder.preprocess_images([image])
+    encoded = plugin.encode(query)
+    points = plugin.store.query(plugin.collection, encoded.vector, query_filter=encoded.query_filter, limit=10)
+    parts = {
+        "sketch_image_tower": timed(lambda: encoder.encode_image_tensors(pixels), repeats),
+        "text_tower": timed(lambda: encoder.encode_texts([text]), repeats),
+        "qdrant_query": timed(
+            lambda: plugin.store.query(plugin.collection, encoded.vector, query_filter=encoded.query_filter, limit=10),
+            repeats,
+        ),
+        "sql_join": timed(lambda: join_hits(points, plugin.db, plugin.collection), repeats),
+    }
+    end_to_end = timed(lambda: plugin.search(query), repeats)
+    bare = ("sketch_image_tower", "text_tower", "qdrant_query")
+    bare_sum = sum(parts[name]["p50_ms"] for name in bare)
+    queries = [
+        SketchTextQuery(sketch=png_bytes(path, 512), text="in blue", category="boot", limit=10)
+        for path in (sketches * batch)[:batch]
+    ]
+    started = time.perf_counter()
+    plugin.search_batch(queries)
+    batch_qps = batch / (time.perf_counter() - started)
+    plugin.close()
+    return {
+        "arch": arch,
+        "precision": str(encoder.dtype).removeprefix("torch."),
+        "device": encoder.device,
+        "parts": parts,
+        "end_to_end": end_to_end,
+        "bare_parts_p50_sum_ms": round(bare_sum, 3),
+        "end_to_end_over_bare_parts": round(end_to_end["p50_ms"] / bare_sum, 3),
+        "end_to_end_over_all_parts": round(end_to_end["p50_ms"] / sum(p["p50_ms"] for p in parts.values()), 3),
+        "batch_size": batch,
+        "batch_queries_per_s": round(batch_qps, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", action="append")
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--shapes", type=int, default=40, help="shapes per category (x4 categories x4 colourways)")
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--batch", type=int, default=32)
+    args = parser.parse_args()
+    world = Path(tempfile.mkdtemp()) / "world"
+    generate_world(world, shapes_per_category=args.shapes, colourways_per_shape=4, image_size=224, workers=2)
+    results = [
+        bench(arch, args.precision, world, args.repeats, args.batch) for arch in args.arch or ["sketchtext-tiny"]
+    ]
+    print(
+        json.dumps(
+            {
+                "benchmark": "query",
+                "gallery_photos": args.shapes * 16,
+                "torch_threads": torch.get_num_threads(),
+                "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                "results": results,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
