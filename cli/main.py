@@ -58,6 +58,11 @@ def model_options(func: F) -> F:
         func
     )
     func = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where the model runs.")(func)
+    func = click.option(
+        "--checkpoint",
+        type=click.Path(exists=True, file_okay=False, path_type=Path),
+        help="A `sketchtext train` checkpoint: tuned image tower and composed queries (its base model by default).",
+    )(func)
     func = click.option("--model", "model_spec", help="Model spec, e.g. open_clip:ViT-B-32@laion2b_s34b_b79k.")(func)
     func = click.option("--collection", help="Qdrant collection.")(func)
     return func
@@ -70,9 +75,20 @@ def settings_from(
     precision: str | None,
     batch_size: int | None,
     collection: str | None,
+    checkpoint: Path | None = None,
 ) -> Settings:
+    if checkpoint is not None and model_spec is None:  # a checkpoint implies the base model it was trained on
+        from sketchtext.plugin.checkpoint import read_checkpoint
+
+        model_spec = read_checkpoint(checkpoint).base_spec
     return state.settings(
-        model={"spec": model_spec, "device": device, "precision": precision, "batch_size": batch_size},
+        model={
+            "spec": model_spec,
+            "device": device,
+            "precision": precision,
+            "batch_size": batch_size,
+            "checkpoint": checkpoint,
+        },
         store={"collection": collection},
     )
 
@@ -103,6 +119,7 @@ def ingest(
     state: State,
     catalog: Path,
     model_spec: str | None,
+    checkpoint: Path | None,
     device: str | None,
     precision: str | None,
     batch_size: int | None,
@@ -115,7 +132,7 @@ def ingest(
 
     from sketchtext.plugin.facade import SketchTextPlugin
 
-    settings = settings_from(state, model_spec, device, precision, batch_size, collection)
+    settings = settings_from(state, model_spec, device, precision, batch_size, collection, checkpoint)
     with SketchTextPlugin(settings) as plugin, tqdm(unit="img", desc="ingest", disable=as_json) as bar:
 
         def advance(done: int, total: int) -> None:
@@ -142,6 +159,11 @@ def ingest(
 @click.option("--category", multiple=True, help="Only this category (repeat for any of several).")
 @click.option("--scene", multiple=True, help="Only this scene (repeat for any of several).")
 @click.option("--limit", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option(
+    "--combine",
+    type=click.Choice(["composed", "sum", "fusion"]),
+    help="Sketch + text: composed, zero-shot sum, or their fusion (default: the checkpoint's best; sum without one).",
+)
 @model_options
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON.")
 @click.pass_obj
@@ -153,7 +175,9 @@ def search(
     category: tuple[str, ...],
     scene: tuple[str, ...],
     limit: int,
+    combine: str | None,
     model_spec: str | None,
+    checkpoint: Path | None,
     device: str | None,
     precision: str | None,
     batch_size: int | None,
@@ -164,13 +188,14 @@ def search(
     from sketchtext.plugin.facade import SketchTextPlugin
     from sketchtext.plugin.search import SketchTextQuery
 
-    settings = settings_from(state, model_spec, device, precision, batch_size, collection)
+    settings = settings_from(state, model_spec, device, precision, batch_size, collection, checkpoint)
     query = SketchTextQuery(
         sketch=sketch,
         text=text,
         category=list(category) or None,
         scene=list(scene) or None,
         limit=limit,
+        combine=combine,  # type: ignore[arg-type]
     )
     with SketchTextPlugin(settings) as plugin:
         hits = plugin.search(query)
@@ -201,6 +226,7 @@ def verify(
     state: State,
     catalog: Path | None,
     model_spec: str | None,
+    checkpoint: Path | None,
     device: str | None,
     precision: str | None,
     batch_size: int | None,
@@ -212,7 +238,7 @@ def verify(
     from sketchtext.plugin.facade import SketchTextPlugin
     from sketchtext.plugin.verify import KINDS
 
-    settings = settings_from(state, model_spec, device, precision, batch_size, collection)
+    settings = settings_from(state, model_spec, device, precision, batch_size, collection, checkpoint)
     with SketchTextPlugin(settings) as plugin:
         differences = plugin.verify(catalog, repair=repair)
     if as_json:
@@ -287,6 +313,15 @@ def generate(
     )
     click.echo(f"wrote {out}: {json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict | list)})}")
 
+
+from sketchtext.cli.serve import serve  # noqa: E402 - serve builds on the helpers above
+
+main.add_command(serve)
+
+from sketchtext.cli.method import eval_command, train_command  # noqa: E402  (the method's commands use the group)
+
+main.add_command(train_command)
+main.add_command(eval_command)
 
 from sketchtext.cli.store import store  # noqa: E402  (the group uses State and friendly_errors from above)
 

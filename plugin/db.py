@@ -312,6 +312,26 @@ class MetadataDB:
             )
             return {str(host_id): str(key) for host_id, key in rows}
 
+    def asset(self, collection: str, ident: uuid.UUID) -> Asset | None:
+        """One asset of the collection by its id, or None."""
+        with self.session() as session:
+            row = session.get(Asset, ident)
+            return row if row is not None and row.collection == collection else None
+
+    def facets(self, collection: str) -> dict[str, list[str]]:
+        """The distinct categories and scenes of the collection's embedded assets, sorted."""
+        out: dict[str, list[str]] = {}
+        with self.session() as session:
+            for name, column in (("categories", Asset.category), ("scenes", Asset.scene)):
+                values = session.scalars(
+                    select(column)
+                    .where(Asset.collection == collection, Asset.status == AssetStatus.EMBEDDED, column.is_not(None))
+                    .distinct()
+                    .order_by(column)
+                )
+                out[name] = [str(value) for value in values]
+        return out
+
     def keys(self, collection: str) -> set[str]:
         with self.session() as session:
             return set(session.scalars(select(Asset.key).where(Asset.collection == collection)))

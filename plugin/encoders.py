@@ -271,10 +271,18 @@ def _normalised(features: torch.Tensor) -> NDArray[np.float32]:
     return features.cpu().numpy().astype(np.float32, copy=False)
 
 
-def load_encoder(spec: str | ModelSpec, *, device: str = "auto", precision: str = "auto") -> ClipEncoder:
-    """Load a CLIP encoder for a model spec on a device at a precision ("auto" checks the fast one against fp32)."""
+def load_encoder(
+    spec: str | ModelSpec, *, device: str = "auto", precision: str = "auto", checkpoint: Path | str | None = None
+) -> ClipEncoder:
+    """Load a CLIP encoder for a model spec on a device at a precision ("auto" checks the fast one against fp32);
+    with a trained sketchtext `checkpoint` folder, a `ComposedEncoder` (tuned image tower, composed queries,
+    fingerprint bound to the checkpoint)."""
     import torch
 
+    if checkpoint is not None:
+        from sketchtext.plugin.composed import load_composed_encoder
+
+        return load_composed_encoder(spec, checkpoint, device=device, precision=precision)
     parsed = spec if isinstance(spec, ModelSpec) else ModelSpec.parse(spec)
     resolved_device = resolve_device(device)
     if precision != "auto":

@@ -65,3 +65,11 @@ class EmptyQueryError(QueryError):
 
 class InvalidSketchError(QueryError):
     """The sketch bytes are not a readable image."""
+
+
+class DatasetError(CatalogError):
+    """A sketch–photo training or evaluation set is missing files, malformed, or has an empty split."""
+
+
+class CheckpointError(ModelError):
+    """A trained sketchtext checkpoint is missing, incomplete, modified, or does not fit the base model."""

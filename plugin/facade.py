@@ -20,8 +20,7 @@ from sketchtext.plugin.search import (
     SketchTextQuery,
     join_hits,
     prepare_inputs,
-    query_mode,
-    zero_shot_vectors,
+    query_vectors,
 )
 from sketchtext.plugin.settings import Settings, load_settings
 from sketchtext.plugin.store import QdrantStore, build_filter
@@ -102,7 +101,9 @@ class SketchTextPlugin:
             from sketchtext.plugin.encoders import load_encoder
 
             model = self.settings.model
-            self._encoder = load_encoder(model.spec, device=model.device, precision=model.precision)
+            self._encoder = load_encoder(
+                model.spec, device=model.device, precision=model.precision, checkpoint=model.checkpoint
+            )
         return self._encoder
 
     @property
@@ -184,16 +185,16 @@ class SketchTextPlugin:
     def encode_batch(self, queries: Sequence[SketchTextQuery]) -> list[EncodedQuery]:
         """Encode many queries with one pass through each tower."""
         inputs = [prepare_inputs(q) for q in queries]
-        vectors = zero_shot_vectors(self.encoder, inputs)
+        vectors, modes = query_vectors(self.encoder, inputs, [q.combine for q in queries])
         return [
             EncodedQuery(
                 vector=vector,
                 using=self._vector_name,
                 query_filter=build_filter(query.context(), query.filters, prefix=self.store.payload_prefix),
                 limit=query.limit,
-                mode=query_mode(*pair),
+                mode=mode,
             )
-            for query, pair, vector in zip(queries, inputs, vectors, strict=True)
+            for query, mode, vector in zip(queries, modes, vectors, strict=True)
         ]
 
     def encode(self, query: SketchTextQuery) -> EncodedQuery:

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SketchInput = Image.Image | bytes | str | Path
-Mode = Literal["sketch", "text", "sum"]
+Mode = Literal["sketch", "text", "sum", "composed", "fusion"]
+Combine = Literal["composed", "sum", "fusion"]  # how a sketch and text become one vector
 MAX_SKETCH_PIXELS = 16_000_000
 # CLIP reads at most 77 tokens; anything past this many characters could never count, so it is cut with a warning.
 MAX_TEXT_CHARS = 1_000
@@ -43,6 +44,7 @@ class SketchTextQuery:
     scene: str | Sequence[str] | None = None
     filters: models.Filter | None = None
     limit: int = 10
+    combine: Combine | None = None  # sketch + text: None = the checkpoint's measured best (zero-shot: sum)
 
     def context(self) -> dict[str, Any]:
         return {"category": self.category, "scene": self.scene}
@@ -130,6 +132,25 @@ def zero_shot_vectors(
             vector += next(text_vectors)
         out[row] = vector / max(float(np.linalg.norm(vector)), 1e-12)
     return out
+
+
+def query_vectors(
+    encoder: ClipEncoder,
+    inputs: Sequence[tuple[Image.Image | None, str | None]],
+    combines: Sequence[Combine | None] | None = None,
+) -> tuple[NDArray[np.float32], list[Mode]]:
+    """Query vectors and their modes: a trained encoder (with a checkpoint) composes; a plain one is zero-shot,
+    where a sketch with text can only be summed."""
+    composing = getattr(encoder, "query_vectors", None)
+    if composing is not None:
+        return composing(inputs, combines)
+    for (sketch, text), combine in zip(inputs, combines or [None] * len(inputs), strict=True):
+        if sketch is not None and text and combine not in (None, "sum"):
+            raise QueryError(
+                f"Combine mode {combine!r} needs a trained checkpoint (--checkpoint / SKETCHTEXT_MODEL__CHECKPOINT); "
+                "without one a sketch and text are summed (combine='sum')."
+            )
+    return zero_shot_vectors(encoder, inputs), [query_mode(*pair) for pair in inputs]
 
 
 def asset_dict(asset: Any) -> dict[str, Any]:

@@ -55,6 +55,12 @@ class QueueSettings(BaseModel):
     encode_timeout_s: float = 30.0
 
 
+class WebSettings(BaseModel):
+    token: SecretStr | None = None  # bearer token required by `sketchtext serve` on the page and the API when set
+    max_upload_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024  # largest search request body (sketch included)
+    catalog_root: Path | None = None  # where photos are served from; defaults to the folder last ingested
+
+
 def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("sketchtext", appauthor=False))
 
@@ -69,6 +75,7 @@ class Settings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     db: DatabaseSettings = Field(default_factory=DatabaseSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,64 @@
+"""`sketchtext serve`: the back-office search page and its JSON API over one collection."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import click
+
+from sketchtext.cli.main import State, friendly_errors, model_options, settings_from
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; loopback keeps it private.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option(
+    "--catalog",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Serve photos from this folder (default: SKETCHTEXT_WEB__CATALOG_ROOT, else the folder last ingested).",
+)
+@model_options
+@click.pass_obj
+@friendly_errors
+def serve(
+    state: State,
+    host: str,
+    port: int,
+    catalog: Path | None,
+    model_spec: str | None,
+    checkpoint: Path | None,
+    device: str | None,
+    precision: str | None,
+    batch_size: int | None,
+    collection: str | None,
+) -> None:
+    """Serve the search page (draw, type, filter, see) and its JSON API; SKETCHTEXT_WEB__TOKEN requires a token."""
+    import uvicorn
+
+    from sketchtext.plugin.facade import SketchTextPlugin
+    from sketchtext.plugin.web import create_app
+
+    settings = settings_from(state, model_spec, device, precision, batch_size, collection, checkpoint)
+    token = settings.web.token
+    if token is None and not is_loopback(host):
+        click.echo(
+            f"warning: serving on {host} without a token; anyone who reaches it can search and see photos. "
+            "Set SKETCHTEXT_WEB__TOKEN.",
+            err=True,
+        )
+    with SketchTextPlugin(settings) as plugin:
+        plugin.encoder  # noqa: B018 - load the model now rather than on the first search
+        app = create_app(plugin, settings, catalog_root=catalog)
+        shown = f"[{host}]" if ":" in host else host
+        click.echo(f"sketchtext search page: http://{shown}:{port}/" + ("?token=…" if token else ""), err=True)
+        uvicorn.run(app, host=host, port=port, log_level="info" if state.verbose else "warning")
