@@ -314,15 +314,10 @@ def generate(
     click.echo(f"wrote {out}: {json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict | list)})}")
 
 
-from sketchtext.cli.serve import serve  # noqa: E402 - serve builds on the helpers above
+from sketchtext.cli.method import eval_command, train_command  # noqa: E402 - the commands use the group's helpers
+from sketchtext.cli.pretrain import pretrain, probe  # noqa: E402
+from sketchtext.cli.serve import serve  # noqa: E402
+from sketchtext.cli.store import store  # noqa: E402
 
-main.add_command(serve)
-
-from sketchtext.cli.method import eval_command, train_command  # noqa: E402  (the method's commands use the group)
-
-main.add_command(train_command)
-main.add_command(eval_command)
-
-from sketchtext.cli.store import store  # noqa: E402  (the group uses State and friendly_errors from above)
-
-main.add_command(store)
+for command in (serve, train_command, eval_command, pretrain, probe, store):
+    main.add_command(command)
