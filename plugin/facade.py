@@ -24,6 +24,7 @@ from sketchtext.plugin.search import (
 )
 from sketchtext.plugin.settings import Settings, load_settings
 from sketchtext.plugin.store import QdrantStore, build_filter
+from sketchtext.plugin.stores import VectorStore, open_store
 from sketchtext.plugin.verify import Difference, find_differences
 from sketchtext.plugin.verify import repair as repair_differences
 
@@ -90,7 +91,7 @@ class SketchTextPlugin:
         self.collection = collection or self.settings.store.collection
         vector_name = vector_name or self.settings.store.vector_name
         host_points = self.settings.store.point_ids == "host"
-        self._store = (
+        self._store: VectorStore | None = (
             QdrantStore(client, vector_name=vector_name, host_points=host_points) if client is not None else None
         )
         self._vector_name = vector_name
@@ -113,9 +114,9 @@ class SketchTextPlugin:
         return self._encoder
 
     @property
-    def store(self) -> QdrantStore:
+    def store(self) -> VectorStore:
         if self._store is None:
-            self._store = QdrantStore.open(self.settings)
+            self._store = open_store(self.settings)
             self._store.vector_name = self._vector_name  # a constructor argument wins over settings
         return self._store
 

@@ -33,7 +33,8 @@ from sketchtext.plugin.errors import (
     StoreError,
     StoreUnavailableError,
 )
-from sketchtext.plugin.store import PointId, QdrantStore, qdrant_id
+from sketchtext.plugin.store import PointId, qdrant_id
+from sketchtext.plugin.stores import VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class IngestContext:
     """What a unit of work needs: the model, both stores and the target collection."""
 
     encoder: ClipEncoder
-    store: QdrantStore
+    store: VectorStore
     db: MetadataDB
     collection: str
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -103,7 +104,7 @@ def point_payload(entry: CatalogEntry) -> dict[str, Any]:
     return payload
 
 
-def point_id(store: QdrantStore, collection: str, key: str, host_id: str | None) -> PointId:
+def point_id(store: VectorStore, collection: str, key: str, host_id: str | None) -> PointId:
     """The asset's deterministic id, or the host's product id when points belong to the host."""
     if store.host_points:
         if host_id is None:
@@ -379,6 +380,7 @@ def run_ingest(
                 if progress is not None:
                     progress(len(result.embedded) + len(result.unchanged) + len(result.failed), len(entries))
             pruned = retrying(ctx, prune_missing, ctx, {e.key for e in entries}) if prune else []
+            ctx.store.optimize(ctx.collection)  # Edge builds its search index once the collection outgrows exact search
             status = "completed"
         except KeyboardInterrupt:
             status = "interrupted"

@@ -36,6 +36,7 @@ class StoreSettings(BaseModel):
     url: str | None = None  # a Qdrant server; unset means the embedded store under data_dir
     api_key: SecretStr | None = None
     path: Path | None = None  # embedded store folder; defaults to <data_dir>/qdrant
+    backend: Literal["edge", "local"] = "edge"  # embedded engine: Qdrant Edge, or qdrant-client's local mode
     collection: str = "sketchtext"
     vector_name: str | None = None  # a named vector inside a host's collection
     point_ids: Literal["asset", "host"] = "asset"  # "host": point id = the sidecar's host_id (host-owned points)

@@ -89,6 +89,12 @@ def translated(what: str) -> Iterator[None]:
             f"Qdrant is unreachable while trying to {what}: {exc}. "
             "Check that it runs and that SKETCHTEXT_STORE__URL is right."
         ) from exc
+    except ValueError as exc:  # local mode's way of saying 404
+        if "not found" not in str(exc):
+            raise
+        raise CollectionNotFoundError(
+            f"Cannot {what}: {exc}; ingest a catalog into it first (`sketchtext ingest ./catalog --collection NAME`)."
+        ) from exc
     except UnexpectedResponse as exc:
         if exc.status_code == 404:
             raise CollectionNotFoundError(f"Qdrant says not found while trying to {what}: {exc.content!r}") from exc
@@ -313,9 +319,17 @@ class QdrantStore:
             if offset is None:
                 return
 
+    def exists(self, collection: str) -> bool:
+        with translated(f"read collection {collection!r}"):
+            return bool(self.client.collection_exists(collection))
+
     def count(self, collection: str, query_filter: models.Filter | None = None) -> int:
         with translated(f"count points of {collection!r}"):
             return int(self.client.count(collection, count_filter=query_filter, exact=True).count)
+
+    def optimize(self, collection: str) -> bool:
+        """Nothing to do: a Qdrant server indexes by itself, and local mode has no index."""
+        return False
 
 
 def open_local(path: Path) -> QdrantClient:

@@ -13,7 +13,8 @@ from typing import Any, Literal
 from sketchtext.plugin.catalog import scan_catalog
 from sketchtext.plugin.db import AssetStatus, MetadataDB
 from sketchtext.plugin.ingest import IngestContext, batched, ingest_batch, point_id
-from sketchtext.plugin.store import QdrantStore, qdrant_id
+from sketchtext.plugin.store import qdrant_id
+from sketchtext.plugin.stores import VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +48,11 @@ def sha256_of(path: Path) -> str | None:
         return None
 
 
-def find_differences(store: QdrantStore, db: MetadataDB, collection: str, root: Path) -> list[Difference]:
+def find_differences(store: VectorStore, db: MetadataDB, collection: str, root: Path) -> list[Difference]:
     """Every difference between the collection's SQL rows, its Qdrant points and the files under `root`."""
     files = {entry.key: entry for entry in scan_catalog(root)}
     rows = {row.key: row for row in db.all_assets(collection)}
-    points = dict(store.points(collection)) if store.client.collection_exists(collection) else {}
+    points = dict(store.points(collection)) if store.exists(collection) else {}
     expected = {
         qdrant_id(point_id(store, collection, row.key, row.host_id)): row
         for row in rows.values()
@@ -78,7 +79,7 @@ def find_differences(store: QdrantStore, db: MetadataDB, collection: str, root: 
 
 def repair(
     ctx_factory: Callable[[], IngestContext],
-    store: QdrantStore,
+    store: VectorStore,
     db: MetadataDB,
     collection: str,
     root: Path,

@@ -138,9 +138,11 @@ def test_reduced_size_decoding_keeps_full_dimensions_and_agrees(plugin: SketchTe
 
 def test_pipelined_run_and_single_batches_write_the_same_vectors(plugin: SketchTextPlugin, catalog: Path) -> None:
     import numpy as np
+    import qdrant_edge
 
     from sketchtext.plugin.catalog import scan_catalog
     from sketchtext.plugin.ingest import ingest_batch
+    from sketchtext.plugin.store_edge import EdgeStore
 
     plugin.ingest(catalog, batch_size=2)
     single = plugin.ingest_context()
@@ -150,7 +152,12 @@ def test_pipelined_run_and_single_batches_write_the_same_vectors(plugin: SketchT
         ingest_batch(single, [entry])
 
     def vectors(name: str) -> dict[str, list[float]]:
-        records, _ = plugin.store.client.scroll(name, limit=100, with_vectors=True, with_payload=True)
+        store = plugin.store
+        if isinstance(store, EdgeStore):
+            request = qdrant_edge.ScrollRequest(limit=100, with_payload=True, with_vector=True)
+            records, _ = store.shard(name).scroll(request)
+        else:
+            records, _ = store.client.scroll(name, limit=100, with_vectors=True, with_payload=True)  # type: ignore[attr-defined]
         return {r.payload["key"]: r.vector for r in records}
 
     pipelined, sequential = vectors(plugin.collection), vectors("one-by-one")
