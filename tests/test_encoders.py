@@ -82,7 +82,10 @@ def test_missing_checkpoint_file_says_so(tmp_path) -> None:
 
 
 def test_offline_pretrained_tag_explains_local_checkpoint(monkeypatch) -> None:
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # fail at once instead of retrying the network
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import, so set it there too
     with pytest.raises(ModelUnavailableError, match="point at it: --model open_clip:ViT-B-32@/path/to/"):
         load_encoder("open_clip:ViT-B-32@laion2b_s34b_b79k", device="cpu")
 

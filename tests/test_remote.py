@@ -22,10 +22,11 @@ class FakeRemote:
         self.calls: list[list] = []
 
     def encode(self, inputs: Sequence) -> RemoteVectors:
-        from sketchtext.plugin.search import zero_shot_vectors
+        from sketchtext.plugin.search import query_vectors
 
         self.calls.append(list(inputs))
-        return RemoteVectors(zero_shot_vectors(self.encoder, inputs), self.fingerprint)
+        vectors, modes = query_vectors(self.encoder, inputs)
+        return RemoteVectors(vectors, self.fingerprint, modes)
 
 
 def remote_settings(settings: Settings) -> Settings:
