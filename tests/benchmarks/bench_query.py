@@ -2,9 +2,11 @@
 
     python tests/benchmarks/bench_query.py --arch sketchtext-tiny --arch ViT-B-32
 
-Parts, each timed alone on the same inputs: the sketch through the image tower (pixels already preprocessed), the
-words through the text tower, one filtered Qdrant query, the SQL join of the hits. End to end is
-`SketchTextPlugin.search` from PNG bytes to joined hits. Prints one JSON object.
+With a checkpoint (trained a few steps here, `--train-steps`), the query is composed: the sketch through the tuned
+image tower, its pseudo-word and the words through the text tower as one sequence. Parts, each timed alone on the same
+inputs: the sketch through the image tower (pixels already preprocessed), one sequence of the same words through the
+text tower, one filtered Qdrant query, the SQL join of the hits. End to end is `SketchTextPlugin.search` from PNG
+bytes to joined hits. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -45,8 +47,18 @@ def png_bytes(path: Path, size: int) -> bytes:
     return buffer.getvalue()
 
 
-def bench(arch: str, precision: str, world: Path, repeats: int, batch: int) -> dict:
-    encoder = load_encoder(f"open_clip:{arch}", device="auto", precision=precision)
+def short_checkpoint(arch: str, world: Path, steps: int) -> Path:
+    """A checkpoint trained for a few steps: enough to serve composed queries through the real path."""
+    from sketchtext.plugin.training import TrainCfg, train
+
+    out = Path(tempfile.mkdtemp()) / f"ckpt-{arch}"
+    train(f"open_clip:{arch}", world, out, cfg=TrainCfg(epochs=1, max_steps=steps, batch_size=8), device="auto")
+    return out
+
+
+def bench(arch: str, precision: str, world: Path, repeats: int, batch: int, train_steps: int) -> dict:
+    checkpoint = short_checkpoint(arch, world, train_steps) if train_steps else None
+    encoder = load_encoder(f"open_clip:{arch}", device="auto", precision=precision, checkpoint=checkpoint)
     data = Path(tempfile.mkdtemp())
     settings = Settings(data_dir=data, model={"spec": "unused"})
     plugin = SketchTextPlugin(settings, encoder=encoder)
@@ -80,6 +92,7 @@ def bench(arch: str, precision: str, world: Path, repeats: int, batch: int) -> d
     plugin.close()
     return {
         "arch": arch,
+        "mode": encoded.mode,
         "precision": str(encoder.dtype).removeprefix("torch."),
         "device": encoder.device,
         "parts": parts,
@@ -99,11 +112,13 @@ def main() -> None:
     parser.add_argument("--shapes", type=int, default=40, help="shapes per category (x4 categories x4 colourways)")
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--train-steps", type=int, default=2, help="train a checkpoint this long (0: zero-shot sum)")
     args = parser.parse_args()
     world = Path(tempfile.mkdtemp()) / "world"
     generate_world(world, shapes_per_category=args.shapes, colourways_per_shape=4, image_size=224, workers=2)
     results = [
-        bench(arch, args.precision, world, args.repeats, args.batch) for arch in args.arch or ["sketchtext-tiny"]
+        bench(arch, args.precision, world, args.repeats, args.batch, args.train_steps)
+        for arch in args.arch or ["sketchtext-tiny"]
     ]
     print(
         json.dumps(
