@@ -322,10 +322,11 @@ def generate(
 
 
 from sketchtext.cli.method import eval_command, train_command  # noqa: E402 - the commands use the group's helpers
+from sketchtext.cli.miniature import demo, reproduce  # noqa: E402
 from sketchtext.cli.pretrain import pretrain, probe  # noqa: E402
 from sketchtext.cli.queue import status, worker  # noqa: E402
 from sketchtext.cli.serve import serve  # noqa: E402
 from sketchtext.cli.store import store  # noqa: E402
 
-for command in (serve, train_command, eval_command, pretrain, probe, worker, status, store):
+for command in (serve, train_command, eval_command, pretrain, probe, reproduce, demo, worker, status, store):
     main.add_command(command)

@@ -155,9 +155,18 @@ def encode_sequences(model: Any, embeddings: torch.Tensor, eot_index: torch.Tens
     return x
 
 
-def image_layernorms(model: Any) -> dict[str, nn.LayerNorm]:
-    """Every LayerNorm of the image tower V, by name under `visual.`."""
-    return {f"visual.{name}": m for name, m in model.visual.named_modules() if isinstance(m, nn.LayerNorm)}
+# A CNN tower (timm, e.g. sketchtext-mini) has no LayerNorms; its normalisation layers' affine parameters are the
+# analogue the method tunes. Running statistics stay frozen: the model is in eval mode throughout.
+NORM_LAYERS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
+
+
+def image_layernorms(model: Any) -> dict[str, nn.Module]:
+    """Every normalisation layer of the image tower V (LayerNorm; BatchNorm/GroupNorm in a CNN), by `visual.` name."""
+    return {
+        f"visual.{name}": m
+        for name, m in model.visual.named_modules()
+        if isinstance(m, NORM_LAYERS) and any(True for _ in m.parameters(recurse=False))
+    }
 
 
 def layernorm_state(model: Any) -> dict[str, torch.Tensor]:
@@ -197,14 +206,31 @@ def freeze_for_training(model: Any, composer: Composer) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad] + list(composer.parameters())
 
 
+def timm_regions(visual: Any, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """A timm CNN tower with average pooling and a linear head: (pooled, feature-map cells projected, (B, h, w, D)).
+
+    Projection is linear, so projecting each cell and averaging equals the tower's own pooled output."""
+    trunk, head = getattr(visual, "trunk", None), getattr(visual, "head", None)
+    proj = getattr(head, "proj", None)
+    if trunk is None or not isinstance(proj, nn.Linear) or getattr(trunk, "global_pool", None) is None:
+        return None
+    if not hasattr(trunk, "forward_features") or getattr(getattr(visual, "head", None), "pool", None) is not None:
+        return None
+    feature_map = trunk.forward_features(pixels)
+    if feature_map.ndim != 4:
+        return None
+    cells = head(feature_map.permute(0, 2, 3, 1))
+    return cells.mean(dim=(1, 2)), cells
+
+
 @contextmanager
 def visual_tokens(model: Any) -> Any:
     """Make a ViT image tower return (pooled, patch tokens) for the duration of the block."""
     visual = model.visual
     if not hasattr(visual, "output_tokens") or not hasattr(visual, "grid_size"):
         raise ConfigError(
-            f"The region-aware loss needs a ViT image tower with patch tokens; {type(visual).__name__} has none. "
-            "Set its weight to 0 (--lambda rt=0)."
+            f"The region-aware loss needs a ViT image tower with patch tokens or a timm CNN with a linear head; "
+            f"{type(visual).__name__} has neither. Set its weight to 0 (--lambda rt=0)."
         )
     previous = visual.output_tokens
     visual.output_tokens = True
@@ -253,7 +279,10 @@ class ComposedCLIP:
         return F.normalize(self.model.encode_image(pixels).float(), dim=-1)
 
     def images_with_tokens(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """V(pixels) L2-normalised (B, D) and its patch tokens projected into the joint space, (B, h, w, D)."""
+        """V(pixels) L2-normalised (B, D) and its patch tokens (CNN: feature-map cells) projected, (B, h, w, D)."""
+        cnn = timm_regions(self.model.visual, pixels)
+        if cnn is not None:
+            return F.normalize(cnn[0].float(), dim=-1), cnn[1].float()
         with visual_tokens(self.model) as visual:
             pooled, tokens = visual(pixels)
         tokens = tokens @ visual.proj if visual.proj is not None else tokens

@@ -118,3 +118,19 @@ def test_layernorm_state_round_trip_and_mismatch(tiny_encoder, fresh) -> None:
     assert all(torch.equal(layernorm_state(model)[k], v) for k, v in state.items())
     with pytest.raises(ModelError, match="base model"):
         load_layernorm_state(model, dict(list(state.items())[:-1]))
+
+
+def test_cnn_tower_tunes_norm_affines_and_gives_region_cells() -> None:
+    """sketchtext-mini's image tower is a timm CNN: its BatchNorm affines are the tuned "LayerNorms", and the
+    region-aware loss reads the feature map's cells, whose mean is the tower's own pooled output."""
+    model, _, tokenizer = create_clip(ModelSpec.parse("open_clip:sketchtext-mini"))
+    norms = image_layernorms(model)
+    assert norms and all(isinstance(m, torch.nn.BatchNorm2d) for m in norms.values())
+    cc = ComposedCLIP(model, tokenizer, build_composer(model, tokenizer, ComposerCfg()))
+    pixels = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        pooled, cells = cc.images_with_tokens(pixels)
+        torch.testing.assert_close(pooled, cc.images(pixels), atol=1e-5, rtol=1e-4)
+    assert cells.shape[0] == 2 and cells.shape[-1] == pooled.shape[-1] and cells.shape[1] * cells.shape[2] > 1
+    trained = freeze_for_training(model, cc.composer)
+    assert {id(p) for p in layernorm_state(model).values()} <= {id(p) for p in trained}

@@ -64,7 +64,7 @@ def test_checkpoint_loads_through_load_encoder_with_identical_embeddings(tiny_wo
             p.add_(0.01 * torch.randn_like(p))
     path = tmp_path / "ck.safetensors"
     save_checkpoint(model, path, PretrainCfg(arch="sketchtext-tiny"))
-    loaded = load_encoder(f"open_clip:sketchtext-tiny@{path}", device="cpu", precision="fp32")
+    loaded = load_encoder(f"open_clip:sketchtext-tiny@{path}", device="cpu", precision="fp32")  # auto may pick bf16
     images = [Image.open(tiny_world / p).convert("RGB") for p in list(read_world(tiny_world).photos)[:4]]
     pixels = loaded.preprocess_images(images)
     with torch.no_grad():
