@@ -212,7 +212,7 @@ def timm_regions(visual: Any, pixels: torch.Tensor) -> tuple[torch.Tensor, torch
     Projection is linear, so projecting each cell and averaging equals the tower's own pooled output."""
     trunk, head = getattr(visual, "trunk", None), getattr(visual, "head", None)
     proj = getattr(head, "proj", None)
-    if trunk is None or not isinstance(proj, nn.Linear) or getattr(trunk, "global_pool", None) is None:
+    if trunk is None or head is None or not isinstance(proj, nn.Linear) or getattr(trunk, "global_pool", None) is None:
         return None
     if not hasattr(trunk, "forward_features") or getattr(getattr(visual, "head", None), "pool", None) is not None:
         return None
