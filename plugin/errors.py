@@ -22,6 +22,14 @@ class ModelUnavailableError(ModelError):
 class ModelMismatchError(SketchTextError):
     """A collection was filled by another model or checkpoint than the one in use."""
 
+    @classmethod
+    def for_collection(cls, collection: str, bound: str, fingerprint: str) -> ModelMismatchError:
+        return cls(
+            f"Collection {collection!r} holds vectors of model {bound}, but the model in use is {fingerprint}. "
+            "Use the model that filled it, or re-index into a new collection "
+            "(`sketchtext ingest ... --collection NEW`)."
+        )
+
 
 class StoreError(SketchTextError):
     """The vector store (Qdrant) failed."""

@@ -190,20 +190,13 @@ class QdrantStore:
                 self.client.update_collection(collection, metadata={self._binding_field: fingerprint})
                 self._create_indexes(collection)
         elif bound != fingerprint:
-            raise self._mismatch(collection, bound, fingerprint)
+            raise ModelMismatchError.for_collection(collection, bound, fingerprint)
 
     def check_binding(self, collection: str, fingerprint: str) -> None:
         """Raise unless the collection exists and holds vectors of the model `fingerprint`."""
         bound = self.binding(collection)
         if bound is not None and bound != fingerprint:
-            raise self._mismatch(collection, bound, fingerprint)
-
-    def _mismatch(self, collection: str, bound: str, fingerprint: str) -> ModelMismatchError:
-        return ModelMismatchError(
-            f"Collection {collection!r} holds vectors of model {bound}, but the model in use is {fingerprint}. "
-            "Use the model that filled it, or re-index into a new collection "
-            "(`sketchtext ingest ... --collection NEW`)."
-        )
+            raise ModelMismatchError.for_collection(collection, bound, fingerprint)
 
     def _check_vector_params(self, collection: str, dim: int) -> None:
         with translated(f"read collection {collection!r}"):

@@ -261,20 +261,13 @@ class EdgeStore:
                 self._check_vector_params(collection, dim)
                 self._write_metadata(collection, {**self.metadata(collection), self._binding_field: fingerprint})
             elif bound != fingerprint:
-                raise self._mismatch(collection, bound, fingerprint)
+                raise ModelMismatchError.for_collection(collection, bound, fingerprint)
 
     def check_binding(self, collection: str, fingerprint: str) -> None:
         """Raise unless the collection exists and holds vectors of the model `fingerprint`."""
         bound = self.binding(collection)
         if bound is not None and bound != fingerprint:
-            raise self._mismatch(collection, bound, fingerprint)
-
-    def _mismatch(self, collection: str, bound: str, fingerprint: str) -> ModelMismatchError:
-        return ModelMismatchError(
-            f"Collection {collection!r} holds vectors of model {bound}, but the model in use is {fingerprint}. "
-            "Use the model that filled it, or re-index into a new collection "
-            "(`sketchtext ingest ... --collection NEW`)."
-        )
+            raise ModelMismatchError.for_collection(collection, bound, fingerprint)
 
     def _check_vector_params(self, collection: str, dim: int) -> None:
         params = self.vectors(collection).get(self.vector_name or "")
