@@ -87,13 +87,6 @@ def test_bad_queries_get_clear_errors(plugin: SketchTextPlugin, catalog: Path, c
     assert len(hits) == 3 and "cut to" in caplog.text
 
 
-def test_unknown_filter_field_is_a_query_error(plugin: SketchTextPlugin, catalog: Path) -> None:
-    from sketchtext.plugin.store import build_filter
-
-    with pytest.raises(QueryError, match="valid fields: category, scene, sku"):
-        build_filter({"colour": "red"})
-
-
 def test_qdrant_outage_mid_run_leaves_sql_matching_qdrant(plugin: SketchTextPlugin, catalog: Path, monkeypatch) -> None:
     plugin.settings.store.backend = "local"  # the outage is qdrant-client's transport failing, as with a server
     client = plugin.store.client  # type: ignore[attr-defined]
