@@ -143,7 +143,7 @@ class SketchTextPlugin:
 
     # -- ingest
     def ingest_context(self) -> IngestContext:
-        return IngestContext(self.encoder, self.store, self.db, self.collection, draft_size=self.encoder.image_size)
+        return IngestContext(self.encoder, self.store, self.db, self.collection)
 
     def ingest(
         self,

@@ -50,9 +50,16 @@ class IngestContext:
     max_pixels: int = DEFAULT_MAX_PIXELS
     retry_attempts: int = 5  # per batch, when Qdrant or the database is unreachable
     retry_wait_s: float = 1.0  # first wait; doubles each time
-    draft_size: int | None = None  # decode JPEGs at a reduced size no smaller than this (the model's input side)
-    decode_workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
+    draft_size: int | None = None  # decode JPEGs at a reduced size no smaller than this; None: the model's input side
+    decode_workers: int = 0  # decode threads; 0: every core feeding a GPU, up to 4 beside a CPU encoder
     prefetch: int = 2  # batches decoded ahead of the encoder
+
+    def __post_init__(self) -> None:
+        if self.draft_size is None:  # every driver (inline, Celery) must decode alike, so they write the same vectors
+            self.draft_size = self.encoder.image_size
+        if not self.decode_workers:
+            cores = os.cpu_count() or 1
+            self.decode_workers = cores if self.encoder.device == "cuda" else min(4, cores)
 
     def ensure_collection(self) -> None:
         self.store.ensure_collection(self.collection, self.encoder.dim, self.encoder.fingerprint)
@@ -136,7 +143,7 @@ class PreparedBatch:
     result: BatchResult
     rows: list[dict[str, Any]]
     todo: list[CatalogEntry]
-    pixels: Any  # a (N, 3, H, W) tensor, or None when nothing needs embedding
+    pixels: Any  # a (N, 3, H, W) tensor from `ClipEncoder.image_pixels`, or None when nothing needs embedding
 
 
 def prepare_batch(ctx: IngestContext, entries: Sequence[CatalogEntry]) -> PreparedBatch:
@@ -184,7 +191,7 @@ def prepare_batch(ctx: IngestContext, entries: Sequence[CatalogEntry]) -> Prepar
         rows.append({**row, "status": AssetStatus.PENDING, "error": None, "width": width, "height": height})
         todo.append(entry)
         images.append(image)
-    pixels = ctx.encoder.preprocess_images(images) if images else None
+    pixels = ctx.encoder.image_pixels(images) if images else None
     result.read_s = time.perf_counter() - started
     return PreparedBatch(entries, result, rows, todo, pixels)
 

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from torchvision import transforms
 
-from sketchtext.plugin.encoders import ModelSpec, load_encoder, weights_fingerprint
+from sketchtext.plugin.encoders import ClipEncoder, ModelSpec, load_encoder, split_preprocess, weights_fingerprint
 from sketchtext.plugin.errors import ConfigError, ModelUnavailableError
 from tests.conftest import TINY_SPEC, draw_product
 
@@ -109,3 +111,23 @@ def test_precision_agreement_is_measured_on_real_encodes(tiny_encoder) -> None:
 
     cosine, overlap = precision_agreement(tiny_encoder.model, tiny_encoder.preprocess, "bf16", "cpu")
     assert 0.9 < cosine <= 1.0 and 0.5 < overlap <= 1.0
+
+
+def test_uint8_pixels_encode_bit_identical_to_the_whole_preprocess(tiny_encoder, photos) -> None:
+    pixels = tiny_encoder.image_pixels(photos)
+    assert pixels.dtype == torch.uint8 and pixels.shape == (3, 3, tiny_encoder.image_size, tiny_encoder.image_size)
+    np.testing.assert_array_equal(
+        tiny_encoder.pixel_steps.normalise(pixels).numpy(), tiny_encoder.preprocess_images(photos).numpy()
+    )
+    np.testing.assert_array_equal(tiny_encoder.encode_image_tensors(pixels), tiny_encoder.encode_images(photos))
+
+
+def test_a_preprocess_that_does_not_split_runs_whole(tiny_encoder, photos) -> None:
+    custom = transforms.Compose([transforms.Resize(40), transforms.CenterCrop(32), transforms.ToTensor()])
+    assert split_preprocess(custom) is None
+    assert split_preprocess(lambda image: image) is None
+    encoder = ClipEncoder(
+        tiny_encoder.model, custom, tiny_encoder.tokenizer, fingerprint="x", device="cpu", dtype=torch.float32
+    )
+    pixels = encoder.image_pixels(photos)
+    assert pixels.dtype == torch.float32 and pixels.shape == (3, 3, 32, 32)
