@@ -55,6 +55,7 @@ def method_cfg(lambdas: tuple[str, ...], margin: float | None) -> Any:
 @click.option("--queries", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Validation texts.")
 @click.option("--max-steps", type=click.IntRange(min=0), default=0, help="Stop after this many steps (0: no limit).")
 @click.option("--no-amp", is_flag=True, help="No mixed precision on CUDA.")
+@click.option("--batch-by-folder", is_flag=True, help="Each batch from one photo folder (category): harder negatives.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @friendly_errors
 def train_command(
@@ -73,6 +74,7 @@ def train_command(
     queries: Path | None,
     max_steps: int,
     no_amp: bool,
+    batch_by_folder: bool,
     as_json: bool,
 ) -> None:
     """Train the sketch → pseudo-word composer on sketch–photo pairs; the best epoch is the checkpoint in --out."""
@@ -89,6 +91,7 @@ def train_command(
         aux_warmup=aux_warmup,
         max_steps=max_steps,
         amp=not no_amp,
+        batch_by_folder=batch_by_folder,
     )
     bar: Any = None
 

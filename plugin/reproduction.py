@@ -35,6 +35,7 @@ class ReproduceCfg:
     method_epochs: int = 2  # 150 steps, 2 and 4 epochs compared in the README
     method_steps: int = 0  # optimiser steps of the method (0: whole epochs)
     method_batch: int = 16
+    batch_by_folder: bool = False  # method batches from one category each (TrainCfg.batch_by_folder)
     method_lambdas: dict[str, float] = field(default_factory=dict)  # MethodCfg overrides, e.g. {"rt": 0.5}
     threads: int = 1  # on the shared 2-core machine one torch thread ran fastest
 
@@ -152,7 +153,13 @@ def reproduce(out: str | Path, size: str = "full", cfg: ReproduceCfg | None = No
     timed("pretrain")
     base = f"open_clip:sketchtext-mini@{clip.resolve()}"
     method_dir = out / "method"
-    tcfg = TrainCfg(epochs=cfg.method_epochs, batch_size=cfg.method_batch, seed=cfg.seed, max_steps=cfg.method_steps)
+    tcfg = TrainCfg(
+        epochs=cfg.method_epochs,
+        batch_size=cfg.method_batch,
+        seed=cfg.seed,
+        max_steps=cfg.method_steps,
+        batch_by_folder=cfg.batch_by_folder,
+    )
     method = MethodCfg(**{f"lambda_{k}": v for k, v in cfg.method_lambdas.items()})
     result = train(base, world, method_dir, cfg=tcfg, method=method, device="cpu",
                    progress=lambda e: say("train", e.step, e.steps))  # fmt: skip

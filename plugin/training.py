@@ -46,6 +46,7 @@ class TrainCfg:
     amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 with loss scaling)
     workers: int = 0  # image decoding processes when the set is too big to preload
     preload_images: int = 4096  # decode and preprocess up to this many images once, up front
+    batch_by_folder: bool = False  # each batch from one photo folder (a category): fine-grained in-batch negatives
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,22 @@ def autocast_dtype(device: str, cfg: TrainCfg) -> torch.dtype | None:
     if device != "cuda" or not cfg.amp:
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def epoch_batches(
+    pairs: list[SketchPhotoPair], batch_size: int, by_folder: bool, generator: torch.Generator
+) -> list[list[int]]:
+    """One epoch's batches of pair indices, shuffled; with `by_folder` each batch holds pairs whose photos share a
+    folder (the catalog's category), as FG-SBIR trains within one category, so negatives differ in fine shape."""
+    order = torch.randperm(len(pairs), generator=generator).tolist()
+    groups: dict[Path, list[int]] = {}
+    for i in order:
+        groups.setdefault(pairs[i].photo.parent if by_folder else Path(), []).append(i)
+    batches = [g[i : i + batch_size] for g in groups.values() for i in range(0, len(g), batch_size)]
+    batches = [b for b in batches if len(b) >= 2]
+    if by_folder:
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+    return batches
 
 
 def split_pairs(pair_set: PairSet, cfg: TrainCfg) -> tuple[list[SketchPhotoPair], list[SketchPhotoPair], str]:
@@ -162,8 +179,7 @@ def train(
     model.eval()  # CLIP has no dropout; LayerNorm behaves the same either way
     for epoch in range(start, cfg.epochs):
         generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # so a resumed run repeats it
-        order = torch.randperm(len(train_set), generator=generator).tolist()
-        batches = [b for b in (order[i : i + batch_size] for i in range(0, len(order), batch_size)) if len(b) >= 2]
+        batches = epoch_batches(train_pairs, batch_size, cfg.batch_by_folder, generator)
         loader = torch.utils.data.DataLoader(
             train_set, batch_sampler=batches, num_workers=0 if preload else cfg.workers
         )

@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 
 from sketchtext.plugin.checkpoint import read_checkpoint
 from sketchtext.plugin.errors import ConfigError
-from sketchtext.plugin.training import TrainCfg, TrainEvent, train
+from sketchtext.plugin.pairs import SketchPhotoPair
+from sketchtext.plugin.training import TrainCfg, TrainEvent, epoch_batches, train
 from tests.conftest import TINY_SPEC
 from tests.generated_pairs import make_pairs
 
@@ -88,3 +89,15 @@ def test_resume_continues_exactly_and_refuses_other_settings(tmp_path: Path, one
     assert done.start_epoch == 3 and done.best == straight.best
     with pytest.raises(ConfigError, match="other train"):
         train(TINY_SPEC, root, tmp_path / "resumed", cfg=TrainCfg(**{**cfg.__dict__, "lr": 1e-3}), device="cpu")
+
+
+def test_batches_by_folder_keep_each_batch_in_one_category_and_cover_every_pair() -> None:
+    pairs = [SketchPhotoPair(Path(f"s/{i}.png"), Path(f"photos/{'boot' if i % 3 else 'lamp'}/{i}.jpg"), "train")
+             for i in range(40)]  # fmt: skip
+    grouped = epoch_batches(pairs, 4, True, torch.Generator().manual_seed(0))
+    assert all(len({pairs[i].photo.parent for i in batch}) == 1 for batch in grouped)
+    assert sorted(i for batch in grouped for i in batch) == list(range(40))  # no group leaves a single pair out here
+    plain = epoch_batches(pairs, 4, False, torch.Generator().manual_seed(0))
+    assert plain == [torch.randperm(40, generator=torch.Generator().manual_seed(0)).tolist()[i : i + 4]
+                     for i in range(0, 40, 4)]  # fmt: skip
+    assert any(len({pairs[i].photo.parent for i in batch}) > 1 for batch in plain)
