@@ -167,7 +167,8 @@ def train(
                  "pairs": {"train": len(train_pairs), "val": len(val_pairs)}, "validation": val_source},
         "combine": {"mode": "composed", "source": "default (not measured yet)", "measured": {}},
     }  # fmt: skip
-    batches_per_epoch = sum(1 for i in range(0, len(train_set), batch_size) if len(train_set) - i >= 2)
+    # the count does not depend on the shuffle, so any generator gives every epoch's
+    batches_per_epoch = len(epoch_batches(train_pairs, batch_size, cfg.batch_by_folder, torch.Generator()))
     steps_per_epoch = -(-batches_per_epoch // cfg.accumulate)
     warmup_steps = cfg.aux_warmup * cfg.epochs * steps_per_epoch
     if not history:
