@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
+    Pixels = torch.Tensor | list[torch.Tensor]  # what `ClipEncoder.image_pixels` gives, for `encode_image_tensors`
+
 log = logging.getLogger(__name__)
 
 RANDOM_INIT_SEED = 0
@@ -242,30 +244,39 @@ class ClipEncoder:
 
         return torch.stack([self.preprocess(image.convert("RGB")) for image in images])
 
-    def image_pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """The tower's input for images, for decode threads: open_clip's resize and crop only, as (N, 3, H, W) uint8
-        that `encode_image_tensors` scales and normalises in one batched step where the model runs.
+    def image_pixels(self, images: Sequence[Image.Image]) -> Pixels:
+        """The tower's input for images, for decode threads; `encode_image_tensors` finishes it where the model runs.
 
         No torch kernel runs here: a kernel called from another thread starts its own OpenMP team, which on a small
-        CPU fights the encoder's threads (measured: 9 % off the forward pass on 2 cores). uint8 also moves a quarter
-        of the bytes to a GPU, pinned so the copy can overlap. A preprocess that does not split this way runs whole."""
+        CPU fights the encoder's threads (measured: 9 % off the forward pass on 2 cores). So the pixels leave as uint8
+        (a quarter of float32's bytes to a GPU, pinned so the copy can overlap): each image whole when open_clip's
+        resize and crop have tensor twins, which run where the model runs and there cost a fifth of PIL's bicubic
+        resize; else resized and cropped here by the PIL steps, as one (N, 3, H, W) tensor. A preprocess that does not
+        split at ToTensor runs whole, as floats."""
         import torch
 
         if self.pixel_steps is None:
             return self.preprocess_images(images)
         arrays = []
         for image in images:
-            for step in self.pixel_steps.pil:
-                image = step(image)
-            arrays.append(np.asarray(image if image.mode == "RGB" else image.convert("RGB")))
-        pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
-        return pixels.pin_memory() if self.device == "cuda" else pixels
+            if self.pixel_steps.tensor is None:
+                for step in self.pixel_steps.pil:
+                    image = step(image)
+            arrays.append(np.array(image if image.mode == "RGB" else image.convert("RGB")))
+        if self.pixel_steps.tensor is None:
+            pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+            return pixels.pin_memory() if self.device == "cuda" else pixels
+        whole = [torch.from_numpy(array).permute(2, 0, 1) for array in arrays]
+        return [image.pin_memory() for image in whole] if self.device == "cuda" else whole
 
-    def encode_image_tensors(self, pixels: torch.Tensor) -> NDArray[np.float32]:
-        """Encode pixels (N, 3, H, W): preprocessed floats, or uint8 from `image_pixels`."""
+    def encode_image_tensors(self, pixels: Pixels) -> NDArray[np.float32]:
+        """Encode pixels from `image_pixels`, or preprocessed floats (N, 3, H, W)."""
         import torch
 
         with torch.inference_mode():
+            if isinstance(pixels, list):
+                assert self.pixel_steps is not None  # only image_pixels makes lists, and only with pixel steps
+                pixels = self.pixel_steps.resize_and_crop(pixels, self.device)
             pixels = pixels.to(self.device, non_blocking=True)
             if pixels.dtype == torch.uint8 and self.pixel_steps is not None:
                 pixels = self.pixel_steps.normalise(pixels)
@@ -289,11 +300,31 @@ class ClipEncoder:
 
 @dataclass(frozen=True)
 class PixelSteps:
-    """open_clip's image preprocess in two halves: the PIL steps (resize, crop, mode) and ToTensor + Normalize."""
+    """open_clip's image preprocess in two halves: the geometry (resize, crop, mode) and ToTensor + Normalize.
+
+    `pil` are the geometric steps as given; `tensor` their torchvision v2 twins for uint8 (3, H, W) tensors, when
+    every step has one (v2 resizes uint8 natively, within 2 levels of PIL's bicubic; v1 goes through float)."""
 
     pil: tuple[Any, ...]
+    tensor: Any  # a v2.Compose, or None
     mean: tuple[float, ...]
     std: tuple[float, ...]
+
+    def resize_and_crop(self, images: Sequence[torch.Tensor], device: str) -> torch.Tensor:
+        """Whole uint8 images of any sizes to the tower's (N, 3, H, W) uint8 input, on `device`."""
+        import torch
+
+        if device == "cpu":  # the CPU's uint8 kernels run fastest one image at a time (measured: 0.5 vs 0.8 ms)
+            return torch.stack([self.tensor(image) for image in images])
+        moved = [image.to(device, non_blocking=True) for image in images]
+        by_size: dict[tuple[int, ...], list[int]] = {}
+        for i, image in enumerate(moved):
+            by_size.setdefault(tuple(image.shape), []).append(i)
+        out: list[Any] = [None] * len(moved)
+        for indices in by_size.values():  # a GPU wants few large kernels: one per photo size
+            for i, image in zip(indices, self.tensor(torch.stack([moved[i] for i in indices])), strict=True):
+                out[i] = image
+        return torch.stack(out)
 
     def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 (N, 3, H, W) to what ToTensor then Normalize give, with the same float32 operations in the same
@@ -308,6 +339,7 @@ class PixelSteps:
 def split_preprocess(preprocess: Any) -> PixelSteps | None:
     """Split a `Compose([...PIL steps, ToTensor, Normalize])`, the shape of every open_clip eval transform."""
     from torchvision import transforms
+    from torchvision.transforms import v2
 
     steps = list(getattr(preprocess, "transforms", ()))
     if len(steps) < 2 or not isinstance(steps[-2], transforms.ToTensor):
@@ -318,7 +350,28 @@ def split_preprocess(preprocess: Any) -> PixelSteps | None:
     pil = tuple(steps[:-2])
     if any(isinstance(step, transforms.ToTensor | transforms.Normalize | transforms.ConvertImageDtype) for step in pil):
         return None
-    return PixelSteps(pil, tuple(float(v) for v in normalize.mean), tuple(float(v) for v in normalize.std))
+    twins = [tensor_twin(step) for step in pil]
+    tensor = None if any(twin is None for twin in twins) else v2.Compose([t for t in twins if t is not True])
+    return PixelSteps(pil, tensor, tuple(float(v) for v in normalize.mean), tuple(float(v) for v in normalize.std))
+
+
+def tensor_twin(step: Any) -> Any:
+    """The torchvision v2 transform that does to a uint8 RGB tensor what `step` does to an RGB PIL image; True for a
+    step that leaves RGB as it is (open_clip's mode conversion); None when there is none."""
+    import open_clip.transform
+    from torchvision import transforms
+    from torchvision.transforms import v2
+
+    if isinstance(step, transforms.Resize):
+        return v2.Resize(step.size, step.interpolation, step.max_size, step.antialias)
+    if isinstance(step, transforms.CenterCrop):
+        return v2.CenterCrop(step.size)
+    to_rgb = getattr(open_clip.transform, "MaybeConvertMode", None)
+    if to_rgb is not None and isinstance(step, to_rgb) and step.mode == "RGB":
+        return True
+    if step is getattr(open_clip.transform, "_convert_to_rgb", None):
+        return True
+    return None
 
 
 def _normalised(features: torch.Tensor) -> NDArray[np.float32]:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 from torchvision import transforms
+from torchvision.transforms import Compose
 
 from sketchtext.plugin.encoders import ClipEncoder, ModelSpec, load_encoder, split_preprocess, weights_fingerprint
 from sketchtext.plugin.errors import ConfigError, ModelUnavailableError
@@ -113,13 +114,37 @@ def test_precision_agreement_is_measured_on_real_encodes(tiny_encoder) -> None:
     assert 0.9 < cosine <= 1.0 and 0.5 < overlap <= 1.0
 
 
-def test_uint8_pixels_encode_bit_identical_to_the_whole_preprocess(tiny_encoder, photos) -> None:
+def test_whole_uint8_images_resized_where_the_model_runs_agree_with_the_pil_preprocess(tiny_encoder, photos) -> None:
+    steps = tiny_encoder.pixel_steps
+    assert steps.tensor is not None  # open_clip's eval transform has tensor twins
     pixels = tiny_encoder.image_pixels(photos)
-    assert pixels.dtype == torch.uint8 and pixels.shape == (3, 3, tiny_encoder.image_size, tiny_encoder.image_size)
-    np.testing.assert_array_equal(
-        tiny_encoder.pixel_steps.normalise(pixels).numpy(), tiny_encoder.preprocess_images(photos).numpy()
+    assert [tuple(p.shape) for p in pixels] == [(3, photo.height, photo.width) for photo in photos]
+    assert all(p.dtype == torch.uint8 for p in pixels)
+    resized = steps.resize_and_crop(pixels, "cpu").numpy().astype(int)
+    by_pil = np.stack([np.asarray(Compose(steps.pil)(photo.convert("RGB"))) for photo in photos]).transpose(0, 3, 1, 2)
+    assert resized.shape == by_pil.shape == (3, 3, tiny_encoder.image_size, tiny_encoder.image_size)
+    difference = np.abs(resized - by_pil)
+    assert difference.max() <= 2 and difference.mean() < 0.1  # PIL's and torchvision's bicubic differ in rounding
+    cosines = (tiny_encoder.encode_image_tensors(pixels) * tiny_encoder.encode_images(photos)).sum(axis=1)
+    assert cosines.min() > 0.9999
+
+
+def test_pil_steps_without_tensor_twins_run_in_decode_threads_bit_identical(tiny_encoder, photos) -> None:
+    size = tiny_encoder.image_size
+    custom = transforms.Compose(
+        [transforms.Resize(size), transforms.CenterCrop(size), lambda image: image]
+        + tiny_encoder.preprocess.transforms[-2:]
     )
-    np.testing.assert_array_equal(tiny_encoder.encode_image_tensors(pixels), tiny_encoder.encode_images(photos))
+    encoder = ClipEncoder(
+        tiny_encoder.model, custom, tiny_encoder.tokenizer, fingerprint="x", device="cpu", dtype=torch.float32
+    )
+    assert encoder.pixel_steps is not None and encoder.pixel_steps.tensor is None
+    pixels = encoder.image_pixels(photos)
+    assert pixels.dtype == torch.uint8 and pixels.shape == (3, 3, size, size)
+    np.testing.assert_array_equal(
+        encoder.pixel_steps.normalise(pixels).numpy(), encoder.preprocess_images(photos).numpy()
+    )
+    np.testing.assert_array_equal(encoder.encode_image_tensors(pixels), encoder.encode_images(photos))
 
 
 def test_a_preprocess_that_does_not_split_runs_whole(tiny_encoder, photos) -> None:
