@@ -14,6 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
@@ -39,6 +40,32 @@ from sketchtext.plugin.stores import VectorStore
 log = logging.getLogger(__name__)
 
 
+class ModelTurn:
+    """Where the model runs on the CPU, decoding and writing wait while it runs, and run while it waits for them.
+
+    Overlapped, they would take cores from the model's threads, and each pause of one of those threads stalls the
+    others at the next barrier: on 2 cores decoding beside the forward cost it about twice decoding's own CPU time.
+    Beside a GPU the CPU is free while the model runs, and everything overlaps."""
+
+    def __init__(self, device: str) -> None:
+        self.shares_cpu = device == "cpu"
+        self._model_idle = threading.Event()
+        self._model_idle.set()
+
+    @contextmanager
+    def model_runs(self) -> Iterator[None]:
+        if self.shares_cpu:
+            self._model_idle.clear()
+        try:
+            yield
+        finally:
+            self._model_idle.set()
+
+    def wait(self) -> None:
+        """Block while the model runs on the CPU (between images and batches, so a wait is short)."""
+        self._model_idle.wait()
+
+
 @dataclass
 class IngestContext:
     """What a unit of work needs: the model, both stores and the target collection."""
@@ -53,8 +80,10 @@ class IngestContext:
     draft_size: int | None = None  # decode JPEGs at a reduced size no smaller than this; None: the model's input side
     decode_workers: int = 0  # decode threads; 0: every core feeding a GPU, up to 4 beside a CPU encoder
     prefetch: int = 2  # batches decoded ahead of the encoder
+    turn: ModelTurn = field(init=False)
 
     def __post_init__(self) -> None:
+        self.turn = ModelTurn(self.encoder.device)
         if self.draft_size is None:  # every driver (inline, Celery) must decode alike, so they write the same vectors
             self.draft_size = self.encoder.image_size
         if not self.decode_workers:
@@ -143,7 +172,7 @@ class PreparedBatch:
     result: BatchResult
     rows: list[dict[str, Any]]
     todo: list[CatalogEntry]
-    pixels: Any  # a (N, 3, H, W) tensor from `ClipEncoder.image_pixels`, or None when nothing needs embedding
+    pixels: Any  # what `ClipEncoder.image_pixels` gives, or None when nothing needs embedding
 
 
 def prepare_batch(ctx: IngestContext, entries: Sequence[CatalogEntry]) -> PreparedBatch:
@@ -156,6 +185,7 @@ def prepare_batch(ctx: IngestContext, entries: Sequence[CatalogEntry]) -> Prepar
     images = []
     rows: list[dict[str, Any]] = []
     for entry in entries:
+        ctx.turn.wait()
         row = catalog_row(ctx.collection, entry)
         known_problem = entry.problem or conflicts.get(entry.key)
         if known_problem:
@@ -202,7 +232,8 @@ def encode_batch(ctx: IngestContext, prepared: PreparedBatch) -> NDArray[np.floa
     if prepared.pixels is None:
         vectors = np.zeros((0, ctx.encoder.dim), np.float32)
     else:
-        vectors = ctx.encoder.encode_image_tensors(prepared.pixels)
+        with ctx.turn.model_runs():
+            vectors = ctx.encoder.encode_image_tensors(prepared.pixels)
     prepared.result.encode_s = time.perf_counter() - started
     return vectors
 
@@ -210,6 +241,7 @@ def encode_batch(ctx: IngestContext, prepared: PreparedBatch) -> NDArray[np.floa
 def write_batch(ctx: IngestContext, prepared: PreparedBatch, vectors: NDArray[np.float32]) -> BatchResult:
     """SQL first (pending), then Qdrant, then SQL again: no row says embedded unless its vector is stored."""
     result = prepared.result
+    ctx.turn.wait()
     started = time.perf_counter()
     ctx.db.save_assets(prepared.rows)
     ctx.store.upsert(

@@ -164,3 +164,19 @@ def test_pipelined_run_and_single_batches_write_the_same_vectors(plugin: SketchT
     assert pipelined.keys() == sequential.keys() and len(pipelined) == 6
     for key in pipelined:
         np.testing.assert_allclose(pipelined[key], sequential[key], atol=1e-5)
+
+
+@pytest.mark.parametrize(("device", "waits"), [("cpu", True), ("cuda", False)])
+def test_decoding_waits_while_the_model_runs_on_the_cpu_only(device: str, waits: bool) -> None:
+    import threading
+
+    from sketchtext.plugin.ingest import ModelTurn
+
+    turn = ModelTurn(device)
+    decoded = threading.Event()
+    decoder = threading.Thread(target=lambda: (turn.wait(), decoded.set()))
+    with turn.model_runs():
+        decoder.start()
+        assert decoded.wait(0.2) is not waits
+    decoder.join(1)
+    assert decoded.is_set()  # and once the model is done, decoding goes on
