@@ -4,15 +4,18 @@
 
 Prints one JSON object: per (arch, precision), images/s of the full `sketchtext ingest` path (read, decode, encode,
 SQL and Qdrant writes, into a fresh embedded store) and of the bare forward on already decoded tensors, and their ratio.
-The two alternate, `--repeats` times each, and the best of each side counts: this project's shared machines drift in
-speed by 10 % and more within minutes.
+Each of `--repeats` rounds runs both, in alternating order (bare then ingest, then ingest then bare, ...), and gives
+one ratio; the medians count. This project's shared machines drift in speed by 10 % and more within minutes, so
+only passes next to each other in time are compared.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -79,20 +82,27 @@ def main() -> None:
         for precision in args.precision or ["fp32", "bf16"]:
             encoder = load_encoder(f"open_clip:{arch}", device=args.device, precision=precision)
             pixels = decoded_pixels(encoder, catalog)
-            bare, ingest, summary = 0.0, 0.0, {}
-            for _ in range(args.repeats):  # interleaved, so a machine whose speed drifts favours neither side
-                bare = max(bare, bare_forward(encoder, pixels, args.batch_size))
-                rate, result = full_ingest(encoder, catalog, args.batch_size)
-                if rate > ingest:
-                    ingest, summary = rate, result
+            pairs, summary = [], {}
+            for round_ in range(args.repeats):  # bare, ingest; then ingest, bare; ...: drift favours neither side
+                sides = ["bare", "ingest"] if round_ % 2 == 0 else ["ingest", "bare"]
+                rates = {}
+                for side in sides:
+                    if side == "bare":
+                        rates[side] = bare_forward(encoder, pixels, args.batch_size)
+                    else:
+                        rates[side], result = full_ingest(encoder, catalog, args.batch_size)
+                        if not summary or rates[side] > summary["images_per_s"]:
+                            summary = result
+                pairs.append((rates["bare"], rates["ingest"]))
             results.append(
                 {
                     "arch": arch,
                     "precision": precision,
                     "device": encoder.device,
-                    "bare_forward_images_per_s": round(bare, 2),
-                    "ingest_images_per_s": round(ingest, 2),
-                    "ratio": round(ingest / bare, 3),
+                    "bare_forward_images_per_s": round(statistics.median(b for b, _ in pairs), 2),
+                    "ingest_images_per_s": round(statistics.median(i for _, i in pairs), 2),
+                    "ratio": round(statistics.median(i / b for b, i in pairs), 3),
+                    "pair_ratios": [round(i / b, 3) for b, i in pairs],
                     "stage_seconds": {k: summary[k] for k in ("read_s", "encode_s", "write_s", "seconds")},
                 }
             )
@@ -105,7 +115,7 @@ def main() -> None:
                 "batch_size": args.batch_size,
                 "torch_threads": torch.get_num_threads(),
                 "machine": platform.machine(),
-                "cpus": __import__("os").cpu_count(),
+                "cpus": os.cpu_count(),
                 "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
                 "results": results,
             },
