@@ -61,9 +61,13 @@ class ModelTurn:
         finally:
             self._model_idle.set()
 
-    def wait(self) -> None:
-        """Block while the model runs on the CPU (between images and batches, so a wait is short)."""
+    def wait(self) -> float:
+        """Block while the model runs on the CPU (between images and batches, so waits are short); seconds waited."""
+        if self._model_idle.is_set():
+            return 0.0
+        started = time.perf_counter()
         self._model_idle.wait()
+        return time.perf_counter() - started
 
 
 @dataclass
@@ -184,8 +188,9 @@ def prepare_batch(ctx: IngestContext, entries: Sequence[CatalogEntry]) -> Prepar
     todo: list[CatalogEntry] = []
     images = []
     rows: list[dict[str, Any]] = []
+    waited = 0.0  # for the model, which read_s does not count
     for entry in entries:
-        ctx.turn.wait()
+        waited += ctx.turn.wait()
         row = catalog_row(ctx.collection, entry)
         known_problem = entry.problem or conflicts.get(entry.key)
         if known_problem:
@@ -222,7 +227,7 @@ def prepare_batch(ctx: IngestContext, entries: Sequence[CatalogEntry]) -> Prepar
         todo.append(entry)
         images.append(image)
     pixels = ctx.encoder.image_pixels(images) if images else None
-    result.read_s = time.perf_counter() - started
+    result.read_s = time.perf_counter() - started - waited
     return PreparedBatch(entries, result, rows, todo, pixels)
 
 
