@@ -257,17 +257,16 @@ class ClipEncoder:
 
         if self.pixel_steps is None:
             return self.preprocess_images(images)
+        if self.pixel_steps.tensor is not None:
+            whole = [torch.from_numpy(_rgb_array(image)).permute(2, 0, 1) for image in images]
+            return [image.pin_memory() for image in whole] if self.device == "cuda" else whole
         arrays = []
         for image in images:
-            if self.pixel_steps.tensor is None:
-                for step in self.pixel_steps.pil:
-                    image = step(image)
-            arrays.append(np.array(image if image.mode == "RGB" else image.convert("RGB")))
-        if self.pixel_steps.tensor is None:
-            pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
-            return pixels.pin_memory() if self.device == "cuda" else pixels
-        whole = [torch.from_numpy(array).permute(2, 0, 1) for array in arrays]
-        return [image.pin_memory() for image in whole] if self.device == "cuda" else whole
+            for step in self.pixel_steps.pil:
+                image = step(image)
+            arrays.append(_rgb_array(image))
+        pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+        return pixels.pin_memory() if self.device == "cuda" else pixels
 
     def encode_image_tensors(self, pixels: Pixels) -> NDArray[np.float32]:
         """Encode pixels from `image_pixels`, or preprocessed floats (N, 3, H, W)."""
@@ -351,13 +350,13 @@ def split_preprocess(preprocess: Any) -> PixelSteps | None:
     if any(isinstance(step, transforms.ToTensor | transforms.Normalize | transforms.ConvertImageDtype) for step in pil):
         return None
     twins = [tensor_twin(step) for step in pil]
-    tensor = None if any(twin is None for twin in twins) else v2.Compose([t for t in twins if t is not True])
+    tensor = None if any(twin is None for twin in twins) else v2.Compose(twins)
     return PixelSteps(pil, tensor, tuple(float(v) for v in normalize.mean), tuple(float(v) for v in normalize.std))
 
 
 def tensor_twin(step: Any) -> Any:
-    """The torchvision v2 transform that does to a uint8 RGB tensor what `step` does to an RGB PIL image; True for a
-    step that leaves RGB as it is (open_clip's mode conversion); None when there is none."""
+    """The torchvision v2 transform that does to a uint8 RGB tensor what `step` does to an RGB PIL image (open_clip's
+    conversion to RGB does nothing to either); None when there is none."""
     import open_clip.transform
     from torchvision import transforms
     from torchvision.transforms import v2
@@ -367,11 +366,16 @@ def tensor_twin(step: Any) -> Any:
     if isinstance(step, transforms.CenterCrop):
         return v2.CenterCrop(step.size)
     to_rgb = getattr(open_clip.transform, "MaybeConvertMode", None)
-    if to_rgb is not None and isinstance(step, to_rgb) and step.mode == "RGB":
-        return True
-    if step is getattr(open_clip.transform, "_convert_to_rgb", None):
-        return True
+    if (to_rgb is not None and isinstance(step, to_rgb) and step.mode == "RGB") or step is getattr(
+        open_clip.transform, "_convert_to_rgb", None
+    ):
+        return v2.Identity()
     return None
+
+
+def _rgb_array(image: Image.Image) -> NDArray[np.uint8]:
+    """An image's pixels as a writable (H, W, 3) uint8 array (torch.from_numpy warns on read-only ones)."""
+    return np.array(image if image.mode == "RGB" else image.convert("RGB"))
 
 
 def _normalised(features: torch.Tensor) -> NDArray[np.float32]:

@@ -9,7 +9,6 @@ import pytest
 import torch
 from PIL import Image
 from torchvision import transforms
-from torchvision.transforms import Compose
 
 from sketchtext.plugin.encoders import ClipEncoder, ModelSpec, load_encoder, split_preprocess, weights_fingerprint
 from sketchtext.plugin.errors import ConfigError, ModelUnavailableError
@@ -121,7 +120,8 @@ def test_whole_uint8_images_resized_where_the_model_runs_agree_with_the_pil_prep
     assert [tuple(p.shape) for p in pixels] == [(3, photo.height, photo.width) for photo in photos]
     assert all(p.dtype == torch.uint8 for p in pixels)
     resized = steps.resize_and_crop(pixels, "cpu").numpy().astype(int)
-    by_pil = np.stack([np.asarray(Compose(steps.pil)(photo.convert("RGB"))) for photo in photos]).transpose(0, 3, 1, 2)
+    pil_steps = transforms.Compose(steps.pil)
+    by_pil = np.stack([np.asarray(pil_steps(photo.convert("RGB"))) for photo in photos]).transpose(0, 3, 1, 2)
     assert resized.shape == by_pil.shape == (3, 3, tiny_encoder.image_size, tiny_encoder.image_size)
     difference = np.abs(resized - by_pil)
     assert difference.max() <= 2 and difference.mean() < 0.1  # PIL's and torchvision's bicubic differ in rounding

@@ -84,16 +84,15 @@ def main() -> None:
             pixels = decoded_pixels(encoder, catalog)
             pairs, summary = [], {}
             for round_ in range(args.repeats):  # bare, ingest; then ingest, bare; ...: drift favours neither side
-                sides = ["bare", "ingest"] if round_ % 2 == 0 else ["ingest", "bare"]
-                rates = {}
-                for side in sides:
-                    if side == "bare":
-                        rates[side] = bare_forward(encoder, pixels, args.batch_size)
-                    else:
-                        rates[side], result = full_ingest(encoder, catalog, args.batch_size)
-                        if not summary or rates[side] > summary["images_per_s"]:
-                            summary = result
-                pairs.append((rates["bare"], rates["ingest"]))
+                bare_first = round_ % 2 == 0
+                if bare_first:
+                    bare = bare_forward(encoder, pixels, args.batch_size)
+                ingest, result = full_ingest(encoder, catalog, args.batch_size)
+                if not bare_first:
+                    bare = bare_forward(encoder, pixels, args.batch_size)
+                if not summary or ingest > summary["images_per_s"]:
+                    summary = result
+                pairs.append((bare, ingest))
             results.append(
                 {
                     "arch": arch,
