@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from sketchtext.cli.main import friendly_errors
+from sketchtext.cli.common import friendly_errors
 from sketchtext.plugin.errors import ConfigError
 
 DEVICES = click.Choice(["auto", "cpu", "cuda"])
@@ -17,7 +17,7 @@ DEVICES = click.Choice(["auto", "cpu", "cuda"])
 
 def method_cfg(lambdas: tuple[str, ...], margin: float | None) -> Any:
     """MethodCfg from `--lambda NAME=VALUE` options and `--margin`."""
-    from sketchtext.plugin.losses import MethodCfg
+    from sketchtext.plugin.method.losses import MethodCfg
 
     cfg = MethodCfg() if margin is None else MethodCfg(margin=margin)
     names = [f.name.removeprefix("lambda_") for f in fields(MethodCfg) if f.name.startswith("lambda_")]
@@ -80,7 +80,7 @@ def train_command(
     """Train the sketch → pseudo-word composer on sketch–photo pairs; the best epoch is the checkpoint in --out."""
     from tqdm import tqdm
 
-    from sketchtext.plugin.training import TrainCfg, TrainEvent, train
+    from sketchtext.plugin.method.training import TrainCfg, TrainEvent, train
 
     cfg = TrainCfg(
         epochs=epochs,
@@ -163,7 +163,7 @@ def eval_command(
     as_json: bool,
 ) -> None:
     """FG-SBIR evaluation of a checkpoint: Acc@1/5/10 per mode (zero-shot, trained, text, sum, composed, fusion)."""
-    from sketchtext.plugin.evaluation import evaluate, format_table
+    from sketchtext.plugin.method.evaluation import evaluate, format_table
 
     report = evaluate(checkpoint, data, queries_file=queries, base_spec=model_spec, split=split, device=device)
     output = output or checkpoint / f"eval-{split}.json"

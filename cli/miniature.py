@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from sketchtext.cli.main import friendly_errors
+from sketchtext.cli.common import friendly_errors
 
 
 class StageBar:
@@ -49,9 +49,9 @@ def reproduce(
     method_steps: int | None,
 ) -> None:
     """Generate a world, pretrain the mini CLIP, probe it, train the method, evaluate held-out shapes: table.md."""
-    from sketchtext.plugin.probes import ProbeResult, format_table
-    from sketchtext.plugin.reproduction import config_for
-    from sketchtext.plugin.reproduction import reproduce as run
+    from sketchtext.plugin.miniature.probes import ProbeResult, format_table
+    from sketchtext.plugin.miniature.reproduce import config_for
+    from sketchtext.plugin.miniature.reproduce import reproduce as run
 
     bar = StageBar()
     start = time.perf_counter()
@@ -80,7 +80,7 @@ def reproduce(
 @friendly_errors
 def demo(out: Path, size: str) -> None:
     """Offline demo: a fresh catalogue of unseen shapes, ingested with the bundled checkpoint, queried in every mode."""
-    from sketchtext.plugin.demo import run_demo
+    from sketchtext.plugin.miniature.demo import run_demo
 
     bar = StageBar()
     try:

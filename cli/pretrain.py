@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from sketchtext.cli.main import friendly_errors
+from sketchtext.cli.common import friendly_errors
 
 
 @click.command()
@@ -44,9 +44,9 @@ def pretrain(
     """Pretrain the stand-in foundation CLIP on the train split of a generated world (val picks the epoch)."""
     from tqdm import tqdm
 
-    from sketchtext.plugin.pretraining import PretrainCfg
-    from sketchtext.plugin.pretraining import pretrain as run
-    from sketchtext.plugin.probes import ProbeResult, format_table
+    from sketchtext.plugin.miniature.pretrain import PretrainCfg
+    from sketchtext.plugin.miniature.pretrain import pretrain as run
+    from sketchtext.plugin.miniature.probes import ProbeResult, format_table
 
     cfg = PretrainCfg(
         arch=arch,
@@ -87,9 +87,9 @@ def probe(model_spec: str, world: Path, split: str, threads: int, as_json: bool)
     """Probe a foundation CLIP on a world: shape, sketch, shape words and colour words (the gate for training)."""
     import torch
 
-    from sketchtext.plugin.encoders import load_encoder
-    from sketchtext.plugin.probes import format_table, gate, run_probes
-    from sketchtext.plugin.worldfiles import read_world
+    from sketchtext.plugin.miniature.files import read_world
+    from sketchtext.plugin.miniature.probes import format_table, gate, run_probes
+    from sketchtext.plugin.model.factory import load_encoder
 
     torch.set_num_threads(threads)  # on a shared CPU, more threads than free cores spin and run far slower
     results = run_probes(read_world(world), load_encoder(model_spec, device="cpu"), split)

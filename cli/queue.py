@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 if TYPE_CHECKING:
-    from sketchtext.cli.main import State
+    from sketchtext.cli.common import State
     from sketchtext.plugin.db import IngestRun
-    from sketchtext.plugin.ingest import IngestSummary
+    from sketchtext.plugin.ingest.pipeline import IngestSummary
     from sketchtext.plugin.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -29,7 +29,7 @@ def friendly(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from sketchtext.cli.main import friendly_errors
+        from sketchtext.cli.common import friendly_errors
 
         return friendly_errors(func)(*args, **kwargs)
 
@@ -96,8 +96,8 @@ def ingest_queued(
     from tqdm import tqdm
 
     from sketchtext.plugin.db import MetadataDB
-    from sketchtext.plugin.dispatch import run_queued
-    from sketchtext.plugin.encoders import ModelSpec, weights_fingerprint
+    from sketchtext.plugin.ingest.queued import run_queued
+    from sketchtext.plugin.model.spec import ModelSpec, weights_fingerprint
     from sketchtext.workers.app import make_celery
     from sketchtext.workers.client import CeleryDispatcher, check_broker, workers_on_queue
 
@@ -105,7 +105,7 @@ def ingest_queued(
     check_broker(app)  # before anything is recorded: a dead broker leaves SQL untouched
     fingerprint = weights_fingerprint(ModelSpec.parse(settings.model.spec))
     if settings.model.checkpoint is not None:  # the workers' gallery vectors come from the tuned tower
-        from sketchtext.plugin.checkpoint import read_checkpoint
+        from sketchtext.plugin.model.checkpoint import read_checkpoint
 
         fingerprint = f"{fingerprint}+{read_checkpoint(settings.model.checkpoint).fingerprint}"
     db = MetadataDB(settings.database_url)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from sketchtext.cli.main import State, friendly_errors, model_options, settings_from
+from sketchtext.cli.common import State, friendly_errors, model_options, settings_from
 
 
 def is_loopback(host: str) -> bool:
@@ -46,7 +46,7 @@ def serve(
     import uvicorn
 
     from sketchtext.plugin.facade import SketchTextPlugin
-    from sketchtext.plugin.web import create_app
+    from sketchtext.plugin.web.app import create_app
 
     settings = settings_from(state, model_spec, device, precision, batch_size, collection, checkpoint)
     token = settings.web.token

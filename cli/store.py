@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from sketchtext.cli.main import State, friendly_errors
+from sketchtext.cli.common import State, friendly_errors
 
 
 @click.group()
@@ -21,7 +21,7 @@ def store() -> None:
 @friendly_errors
 def store_info(state: State, as_json: bool) -> None:
     """Which engine holds the embedded store, and its collections."""
-    from sketchtext.plugin.stores import Layout, detect_layout, local_mode_collections
+    from sketchtext.plugin.store.open import Layout, detect_layout, local_mode_collections
 
     settings = state.settings()
     path = settings.store_path
@@ -30,7 +30,7 @@ def store_info(state: State, as_json: bool) -> None:
     if settings.store.url:
         report["layout"] = "server"
     elif layout in (Layout.EDGE, Layout.BOTH):
-        from sketchtext.plugin.store_edge import EdgeStore
+        from sketchtext.plugin.store.edge import EdgeStore
 
         with EdgeStore.open(settings) as edge:
             for name in edge.collections():
@@ -62,7 +62,7 @@ def store_migrate(state: State, batch_size: int, as_json: bool) -> None:
     """Copy a qdrant-client local-mode store to Qdrant Edge in the same folder (the old files are kept aside)."""
     from tqdm import tqdm
 
-    from sketchtext.plugin.store_migrate import migrate_local_store
+    from sketchtext.plugin.store.migrate import migrate_local_store
 
     settings = state.settings()
     with tqdm(unit="pt", desc="migrate", disable=as_json) as bar:
@@ -88,7 +88,7 @@ def store_migrate(state: State, batch_size: int, as_json: bool) -> None:
 @friendly_errors
 def store_optimize(state: State, collection: str | None) -> None:
     """Build the search index of a large embedded collection now (ingest does it at the end of a run)."""
-    from sketchtext.plugin.stores import open_store
+    from sketchtext.plugin.store.open import open_store
 
     settings = state.settings(store={"collection": collection})
     with open_store(settings) as vectors:

@@ -13,27 +13,20 @@ from numpy.typing import NDArray
 
 from sketchtext.plugin.db import MetadataDB
 from sketchtext.plugin.errors import CatalogError
-from sketchtext.plugin.ingest import IngestContext, IngestSummary, run_ingest
-from sketchtext.plugin.search import (
-    Mode,
-    SearchHit,
-    SketchTextQuery,
-    join_hits,
-    prepare_inputs,
-    query_vectors,
-)
+from sketchtext.plugin.ingest.pipeline import IngestContext, IngestSummary, run_ingest
+from sketchtext.plugin.ingest.verify import Difference, find_differences
+from sketchtext.plugin.ingest.verify import repair as repair_differences
+from sketchtext.plugin.model.query import Mode, QueryEncoder
+from sketchtext.plugin.search import SearchHit, SketchTextQuery, join_hits, prepare_inputs
 from sketchtext.plugin.settings import Settings, load_settings
-from sketchtext.plugin.store import QdrantStore, build_filter
-from sketchtext.plugin.stores import VectorStore, open_store
-from sketchtext.plugin.verify import Difference, find_differences
-from sketchtext.plugin.verify import repair as repair_differences
+from sketchtext.plugin.store.base import VectorStore, build_filter
+from sketchtext.plugin.store.open import open_store
 
 if TYPE_CHECKING:
-    from PIL import Image
     from qdrant_client import QdrantClient, models
 
-    from sketchtext.plugin.encoders import ClipEncoder
-    from sketchtext.plugin.remote import RemoteQueryEncoder
+    from sketchtext.plugin.model.clip import ClipEncoder
+    from sketchtext.plugin.model.remote import RemoteQueryEncoder
 
 log = logging.getLogger(__name__)
 
@@ -91,27 +84,42 @@ class SketchTextPlugin:
         self.collection = collection or self.settings.store.collection
         vector_name = vector_name or self.settings.store.vector_name
         host_points = self.settings.store.point_ids == "host"
-        self._store: VectorStore | None = (
-            QdrantStore(client, vector_name=vector_name, host_points=host_points) if client is not None else None
-        )
+        self._store: VectorStore | None = None
+        if client is not None:
+            from sketchtext.plugin.store.qdrant import QdrantStore
+
+            self._store = QdrantStore(client, vector_name=vector_name, host_points=host_points)
         self._vector_name = vector_name
         self._encoder = encoder
         self._db: MetadataDB | None = None
         self._remote = remote_encoder
-        self._remote_fingerprint: str | None = None
+        self._query_encoder: QueryEncoder | None = None
 
     # -- parts, created on first use
     @property
     def encoder(self) -> ClipEncoder:
         """The CLIP model (loaded on first use, on the GPU when there is one)."""
         if self._encoder is None:
-            from sketchtext.plugin.encoders import load_encoder
+            from sketchtext.plugin.model.factory import load_encoder
 
             model = self.settings.model
             self._encoder = load_encoder(
                 model.spec, device=model.device, precision=model.precision, checkpoint=model.checkpoint
             )
         return self._encoder
+
+    @property
+    def query_encoder(self) -> QueryEncoder:
+        """What makes query vectors, chosen once: a worker's model when `queue.remote_encode` is on (the model never
+        loads here), else the local encoder (zero-shot, or composed with a checkpoint)."""
+        if self._query_encoder is None:
+            if self.settings.queue.remote_encode:
+                from sketchtext.plugin.model.remote import RemoteEncoder, load_remote_encoder
+
+                self._query_encoder = RemoteEncoder(self._remote or load_remote_encoder(self.settings))
+            else:
+                self._query_encoder = self.encoder
+        return self._query_encoder
 
     @property
     def store(self) -> VectorStore:
@@ -192,10 +200,7 @@ class SketchTextPlugin:
     def encode_batch(self, queries: Sequence[SketchTextQuery]) -> list[EncodedQuery]:
         """Encode many queries with one pass through each tower."""
         inputs = [prepare_inputs(q) for q in queries]
-        if self.settings.queue.remote_encode:
-            vectors, modes = self._remote_vectors(inputs)
-        else:
-            vectors, modes = query_vectors(self.encoder, inputs, [q.combine for q in queries])
+        vectors, modes = self.query_encoder.query_vectors(inputs, [q.combine for q in queries])
         return [
             EncodedQuery(
                 vector=vector,
@@ -207,24 +212,10 @@ class SketchTextPlugin:
             for query, mode, vector in zip(queries, modes, vectors, strict=True)
         ]
 
-    def _remote_vectors(
-        self, inputs: list[tuple[Image.Image | None, str | None]]
-    ) -> tuple[NDArray[np.float32], list[Mode]]:
-        """Query vectors from a worker (hosts without a GPU); the model never loads here."""
-        if self._remote is None:
-            from sketchtext.plugin.remote import load_remote_encoder
-
-            self._remote = load_remote_encoder(self.settings)
-        remote = self._remote.encode(inputs)
-        self._remote_fingerprint = remote.fingerprint
-        return remote.vectors, remote.modes
-
     @property
     def query_fingerprint(self) -> str:
-        """The model that makes query vectors: the worker's when encoding remotely, else the local encoder's."""
-        if self.settings.queue.remote_encode and self._remote_fingerprint is not None:
-            return self._remote_fingerprint
-        return self.encoder.fingerprint
+        """The model that makes query vectors (a worker's when encoding remotely)."""
+        return self.query_encoder.fingerprint
 
     def encode(self, query: SketchTextQuery) -> EncodedQuery:
         """The query vector, named vector and filter for a host to run with its own client.

@@ -9,29 +9,23 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import numpy as np
-from numpy.typing import NDArray
 from PIL import Image
 
-from sketchtext.plugin.catalog import open_image
 from sketchtext.plugin.errors import EmptyQueryError, ImageError, InvalidSketchError, QueryError
+from sketchtext.plugin.images import open_image
+from sketchtext.plugin.model.query import MAX_TEXT_CHARS, Combine, QueryInput
 
 if TYPE_CHECKING:
     from qdrant_client import models
 
     from sketchtext.plugin.db import MetadataDB
-    from sketchtext.plugin.encoders import ClipEncoder
 
 log = logging.getLogger(__name__)
 
 SketchInput = Image.Image | bytes | str | Path
-Mode = Literal["sketch", "text", "sum", "composed", "fusion"]
-Combine = Literal["composed", "sum", "fusion"]  # how a sketch and text become one vector
 MAX_SKETCH_PIXELS = 16_000_000
-# CLIP reads at most 77 tokens; anything past this many characters could never count, so it is cut with a warning.
-MAX_TEXT_CHARS = 1_000
 
 
 @dataclass(frozen=True)
@@ -91,7 +85,7 @@ def is_blank(image: Image.Image) -> bool:
     return all(low == high for low, high in extrema)
 
 
-def prepare_inputs(query: SketchTextQuery) -> tuple[Image.Image | None, str | None]:
+def prepare_inputs(query: SketchTextQuery) -> QueryInput:
     """The usable sketch and text of a query; a blank canvas counts as no sketch."""
     if query.limit < 1:
         raise QueryError(f"limit must be at least 1, got {query.limit}.")
@@ -108,49 +102,6 @@ def prepare_inputs(query: SketchTextQuery) -> tuple[Image.Image | None, str | No
     if sketch is None and not text:
         raise EmptyQueryError("The query has neither a sketch nor text; give at least one.")
     return sketch, text or None
-
-
-def query_mode(sketch: Image.Image | None, text: str | None) -> Mode:
-    return "sum" if sketch is not None and text else ("sketch" if sketch is not None else "text")
-
-
-def zero_shot_vectors(
-    encoder: ClipEncoder, inputs: Sequence[tuple[Image.Image | None, str | None]]
-) -> NDArray[np.float32]:
-    """Zero-shot query vectors: sketch = image embedding, text = text embedding, both = normalised sum.
-    All sketches go through the image tower in one pass, all texts through the text tower in one pass."""
-    sketches = [s for s, _ in inputs if s is not None]
-    texts = [t for _, t in inputs if t]
-    sketch_vectors = iter(encoder.encode_images(sketches))
-    text_vectors = iter(encoder.encode_texts(texts))
-    out = np.zeros((len(inputs), encoder.dim), np.float32)
-    for row, (sketch, text) in enumerate(inputs):
-        vector = np.zeros(encoder.dim, np.float32)
-        if sketch is not None:
-            vector += next(sketch_vectors)
-        if text:
-            vector += next(text_vectors)
-        out[row] = vector / max(float(np.linalg.norm(vector)), 1e-12)
-    return out
-
-
-def query_vectors(
-    encoder: ClipEncoder,
-    inputs: Sequence[tuple[Image.Image | None, str | None]],
-    combines: Sequence[Combine | None] | None = None,
-) -> tuple[NDArray[np.float32], list[Mode]]:
-    """Query vectors and their modes: a trained encoder (with a checkpoint) composes; a plain one is zero-shot,
-    where a sketch with text can only be summed."""
-    composing = getattr(encoder, "query_vectors", None)
-    if composing is not None:
-        return composing(inputs, combines)
-    for (sketch, text), combine in zip(inputs, combines or [None] * len(inputs), strict=True):
-        if sketch is not None and text and combine not in (None, "sum"):
-            raise QueryError(
-                f"Combine mode {combine!r} needs a trained checkpoint (--checkpoint / SKETCHTEXT_MODEL__CHECKPOINT); "
-                "without one a sketch and text are summed (combine='sum')."
-            )
-    return zero_shot_vectors(encoder, inputs), [query_mode(*pair) for pair in inputs]
 
 
 def asset_dict(asset: Any) -> dict[str, Any]:

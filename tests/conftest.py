@@ -30,7 +30,7 @@ def docker_answers() -> bool:
 
 @pytest.fixture(scope="session")
 def tiny_encoder():
-    from sketchtext.plugin.encoders import load_encoder
+    from sketchtext.plugin.model.factory import load_encoder
 
     return load_encoder(TINY_SPEC, device="cpu", precision="fp32")
 

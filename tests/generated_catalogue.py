@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw
 
-from sketchtext.plugin.encoders import ClipEncoder
+from sketchtext.plugin.model.clip import ClipEncoder
 
 SIZE = 64
 CATEGORIES = tuple(
@@ -95,7 +95,8 @@ def tiny_encoder(dim: int) -> ClipEncoder:
     """The bundled `sketchtext-tiny` image tower, twice as wide, with a `dim`-wide projection (seeded random init)."""
     import open_clip
 
-    from sketchtext.plugin.encoders import load_encoder, register_bundled_configs
+    from sketchtext.plugin.model.factory import load_encoder
+    from sketchtext.plugin.model.spec import register_bundled_configs
 
     register_bundled_configs()
     name = f"sketchtext-tiny-{dim}"

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from sketchtext.plugin.catalog import open_image, scan_catalog
 from sketchtext.plugin.errors import CatalogError, ImageError
+from sketchtext.plugin.images import open_image
+from sketchtext.plugin.ingest.catalog import scan_catalog
 from tests.conftest import draw_product
 
 

@@ -10,12 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-from sketchtext.plugin.checkpoint import read_checkpoint, save_checkpoint, update_config
-from sketchtext.plugin.composer import ComposedCLIP, ComposerCfg, build_composer, layernorm_state
-from sketchtext.plugin.encoders import ModelSpec, create_clip, load_encoder
 from sketchtext.plugin.errors import CheckpointError, ModelMismatchError, QueryError
 from sketchtext.plugin.facade import SketchTextPlugin
-from sketchtext.plugin.search import SketchTextQuery, query_vectors
+from sketchtext.plugin.model.checkpoint import read_checkpoint, save_checkpoint, update_config
+from sketchtext.plugin.model.composer import ComposedCLIP, ComposerCfg, build_composer, layernorm_state
+from sketchtext.plugin.model.factory import load_encoder
+from sketchtext.plugin.model.spec import ModelSpec, create_clip
+from sketchtext.plugin.search import SketchTextQuery
 from sketchtext.plugin.settings import Settings
 from tests.conftest import TINY_SPEC
 from tests.generated_pairs import make_pairs
@@ -65,27 +66,27 @@ def test_modes_follow_the_query_and_the_recorded_best(made, sketches, tmp_path: 
     info, _, _ = made
     encoder = load_encoder(TINY_SPEC, device="cpu", precision="fp32", checkpoint=info.path)
     inputs = [(sketches[0], None), (None, "a red shoe"), (sketches[1], "in red"), (sketches[2], "in red")]
-    vectors, modes = query_vectors(encoder, inputs, [None, None, None, "fusion"])
+    vectors, modes = encoder.query_vectors(inputs, [None, None, None, "fusion"])
     assert modes == ["sketch", "text", "composed", "fusion"]
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
-    summed, _ = query_vectors(encoder, inputs[2:3], ["sum"])
+    summed, _ = encoder.query_vectors(inputs[2:3], ["sum"])
     image, text = encoder.encode_images([sketches[1]])[0], encoder.encode_texts(["in red"])[0]
     np.testing.assert_allclose(summed[0], (image + text) / np.linalg.norm(image + text), rtol=1e-5, atol=1e-6)
     with pytest.raises(QueryError, match="composed, sum, fusion"):
-        query_vectors(encoder, inputs[2:3], ["mean"])  # type: ignore[list-item]
+        encoder.query_vectors(inputs[2:3], ["mean"])  # type: ignore[list-item]
     copy = tmp_path / "copy"
     copy.mkdir()
     for name in ("model.safetensors", "config.json"):
         (copy / name).write_bytes((info.path / name).read_bytes())
     update_config(read_checkpoint(copy), combine={"mode": "sum", "source": "test", "measured": {}})
     recorded = load_encoder(TINY_SPEC, device="cpu", precision="fp32", checkpoint=copy)
-    assert query_vectors(recorded, inputs[2:3])[1] == ["sum"]
+    assert recorded.query_vectors(inputs[2:3])[1] == ["sum"]
 
 
 def test_without_a_checkpoint_only_the_sum_combines(tiny_encoder, sketches) -> None:
-    assert query_vectors(tiny_encoder, [(sketches[0], "in red")])[1] == ["sum"]
+    assert tiny_encoder.query_vectors([(sketches[0], "in red")])[1] == ["sum"]
     with pytest.raises(QueryError, match="needs a trained checkpoint"):
-        query_vectors(tiny_encoder, [(sketches[0], "in red")], ["composed"])
+        tiny_encoder.query_vectors([(sketches[0], "in red")], ["composed"])
 
 
 def test_checkpoint_errors(made, tmp_path: Path) -> None:

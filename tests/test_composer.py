@@ -7,7 +7,10 @@ import logging
 import pytest
 import torch
 
-from sketchtext.plugin.composer import (
+from sketchtext.plugin.errors import ModelError
+from sketchtext.plugin.method.losses import MethodCfg, total_loss
+from sketchtext.plugin.method.objective import method_losses, read_phrases
+from sketchtext.plugin.model.composer import (
     ComposedCLIP,
     ComposerCfg,
     assemble,
@@ -20,10 +23,7 @@ from sketchtext.plugin.composer import (
     load_layernorm_state,
     word_ids,
 )
-from sketchtext.plugin.encoders import ModelSpec, create_clip
-from sketchtext.plugin.errors import ModelError
-from sketchtext.plugin.losses import MethodCfg, total_loss
-from sketchtext.plugin.objective import method_losses, read_phrases
+from sketchtext.plugin.model.spec import ModelSpec, create_clip
 from tests.conftest import TINY_SPEC
 
 PROMPTS = ["a photo of a shoe", "a red boot with a silver buckle, in tan suede", "", "x"]

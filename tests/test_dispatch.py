@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from sketchtext.plugin.db import AssetStatus, MetadataDB
-from sketchtext.plugin.dispatch import BatchJob, entries_for_job, result_from_json, result_to_json, run_queued
 from sketchtext.plugin.errors import CatalogError, QueueError
-from sketchtext.plugin.ingest import BatchResult, IngestContext, ingest_batch, remove_assets
-from sketchtext.plugin.store import QdrantStore, open_local
+from sketchtext.plugin.ingest.pipeline import BatchResult, IngestContext, ingest_batch, remove_assets
+from sketchtext.plugin.ingest.queued import BatchJob, entries_for_job, result_from_json, result_to_json, run_queued
+from sketchtext.plugin.store.qdrant import QdrantStore, open_local
 from tests.conftest import draw_product
 
 

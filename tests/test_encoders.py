@@ -10,8 +10,10 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from sketchtext.plugin.encoders import ClipEncoder, ModelSpec, load_encoder, split_preprocess, weights_fingerprint
 from sketchtext.plugin.errors import ConfigError, ModelUnavailableError
+from sketchtext.plugin.model.clip import ClipEncoder, split_preprocess
+from sketchtext.plugin.model.factory import load_encoder
+from sketchtext.plugin.model.spec import ModelSpec, weights_fingerprint
 from tests.conftest import TINY_SPEC, draw_product
 
 
@@ -95,7 +97,7 @@ def test_offline_pretrained_tag_explains_local_checkpoint(monkeypatch) -> None:
 def test_auto_precision_takes_the_fast_one_only_when_it_agrees(monkeypatch) -> None:
     import torch
 
-    from sketchtext.plugin import encoders
+    from sketchtext.plugin.model import precision as encoders
 
     if encoders.fast_precision("cpu") is None:
         pytest.skip("this CPU has no native bf16: auto is always fp32 here")
@@ -107,7 +109,7 @@ def test_auto_precision_takes_the_fast_one_only_when_it_agrees(monkeypatch) -> N
 
 
 def test_precision_agreement_is_measured_on_real_encodes(tiny_encoder) -> None:
-    from sketchtext.plugin.encoders import precision_agreement
+    from sketchtext.plugin.model.precision import precision_agreement
 
     cosine, overlap = precision_agreement(tiny_encoder.model, tiny_encoder.preprocess, "bf16", "cpu")
     assert 0.9 < cosine <= 1.0 and 0.5 < overlap <= 1.0

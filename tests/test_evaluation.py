@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 
 from sketchtext.cli.main import main
-from sketchtext.plugin.evaluation import MODES, accuracy, ranks
+from sketchtext.plugin.method.evaluation import MODES, accuracy, ranks
 from tests.conftest import TINY_SPEC
 from tests.generated_pairs import make_pairs
 

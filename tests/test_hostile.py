@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from PIL import Image
 from qdrant_client.http.exceptions import ResponseHandlingException
 
-from sketchtext.plugin.catalog import open_image
 from sketchtext.plugin.db import AssetStatus
 from sketchtext.plugin.errors import (
     DatabaseUnavailableError,
@@ -23,6 +22,7 @@ from sketchtext.plugin.errors import (
     StoreUnavailableError,
 )
 from sketchtext.plugin.facade import SketchTextPlugin
+from sketchtext.plugin.images import open_image
 from sketchtext.plugin.search import SketchTextQuery, load_sketch
 from sketchtext.plugin.settings import Settings
 from tests.hostile import EMBEDDED, write_hostile_catalog

@@ -104,7 +104,7 @@ def test_bad_files_are_recorded_and_good_ones_embedded(plugin: SketchTextPlugin,
 
 def test_another_model_on_a_bound_collection_is_refused(plugin: SketchTextPlugin, catalog: Path) -> None:
     plugin.ingest(catalog)
-    from sketchtext.plugin.encoders import load_encoder
+    from sketchtext.plugin.model.factory import load_encoder
 
     other = load_encoder("open_clip:sketchtext-tiny", device="cpu")
     other.fingerprint = "sketchtext-tiny@another-checkpoint"
@@ -120,7 +120,7 @@ def test_another_model_on_a_bound_collection_is_refused(plugin: SketchTextPlugin
 def test_reduced_size_decoding_keeps_full_dimensions_and_agrees(plugin: SketchTextPlugin, tmp_path: Path) -> None:
     import numpy as np
 
-    from sketchtext.plugin.catalog import decode_image
+    from sketchtext.plugin.images import decode_image
 
     root = tmp_path / "big"
     for i, colour in enumerate(["red", "navy", "olive", "teal"]):
@@ -140,9 +140,9 @@ def test_pipelined_run_and_single_batches_write_the_same_vectors(plugin: SketchT
     import numpy as np
     import qdrant_edge
 
-    from sketchtext.plugin.catalog import scan_catalog
-    from sketchtext.plugin.ingest import ingest_batch
-    from sketchtext.plugin.store_edge import EdgeStore
+    from sketchtext.plugin.ingest.catalog import scan_catalog
+    from sketchtext.plugin.ingest.pipeline import ingest_batch
+    from sketchtext.plugin.store.edge import EdgeStore
 
     plugin.ingest(catalog, batch_size=2)
     single = plugin.ingest_context()
@@ -170,7 +170,7 @@ def test_pipelined_run_and_single_batches_write_the_same_vectors(plugin: SketchT
 def test_decoding_waits_while_the_model_runs_on_the_cpu_only(device: str, waits: bool) -> None:
     import threading
 
-    from sketchtext.plugin.ingest import ModelTurn
+    from sketchtext.plugin.ingest.pipeline import ModelTurn
 
     turn = ModelTurn(device)
     decoded = threading.Event()

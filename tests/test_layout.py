@@ -35,6 +35,34 @@ def test_importing_the_library_loads_no_heavy_dependency() -> None:
     assert json.loads(out) == []
 
 
+def test_the_public_names_import_from_the_package_without_heavy_dependencies() -> None:
+    code = (
+        "import sys, json;"
+        "from sketchtext.plugin import SketchTextPlugin, SketchTextQuery, SearchHit, EncodedQuery, load_settings;"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'open_clip', 'celery', 'click')"
+        " or m.startswith(('sketchtext.cli', 'sketchtext.workers')))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == []
+
+
+def test_plugin_top_level_holds_only_the_public_entry_points() -> None:
+    modules = sorted(p.stem for p in (REPO / "plugin").glob("*.py"))
+    assert modules == ["__init__", "db", "errors", "facade", "files", "images", "search", "settings"]
+    for source in REPO.glob("*/**/*.py"):
+        if ".venv" not in source.parts:
+            assert len(source.read_text().splitlines()) <= 450, f"{source} is over 450 lines: split it"
+
+
+def test_every_package_folder_is_in_the_wheel_list() -> None:
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    for init in list((REPO / "plugin").rglob("__init__.py")) + list((REPO / "migrations").rglob("__init__.py")):
+        parts = init.parent.relative_to(REPO).parts
+        assert "sketchtext." + ".".join(parts) in listed, f"{init.parent} is missing from pyproject's packages"
+
+
 def test_library_code_never_imports_the_front_ends() -> None:
     # click itself may arrive through httpx (qdrant-client); the rule is about our own imports.
     for source in (REPO / "plugin").rglob("*.py"):

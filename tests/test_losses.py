@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from sketchtext.plugin.losses import (
+from sketchtext.plugin.method.losses import (
     MethodCfg,
     composition_loss,
     distance,

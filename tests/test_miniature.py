@@ -11,7 +11,9 @@ import pytest
 from PIL import Image
 
 from sketchtext.plugin.errors import ConfigError
-from sketchtext.plugin.miniature import (
+from sketchtext.plugin.miniature.families import FAMILIES
+from sketchtext.plugin.miniature.generate import generate_world
+from sketchtext.plugin.miniature.world import (
     COLOURS,
     PATTERNS,
     SCENES,
@@ -19,12 +21,10 @@ from sketchtext.plugin.miniature import (
     MiniatureCfg,
     _reserved,
     build_world,
-    generate_world,
     product_names,
     render_photo,
     render_sketch,
 )
-from sketchtext.plugin.miniature_draw import FAMILIES
 
 SMALL = MiniatureCfg(
     shapes_per_category=6,
@@ -198,7 +198,7 @@ def test_the_in_memory_api_reproduces_the_files(world_dir: Path) -> None:
 
 
 def test_the_catalog_reader_picks_up_the_sidecar(world_dir: Path) -> None:
-    from sketchtext.plugin.catalog import scan_catalog
+    from sketchtext.plugin.ingest.catalog import scan_catalog
 
     entries = list(scan_catalog(world_dir / "catalog"))
     assert len(entries) == 72

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from sketchtext.plugin.errors import CatalogError, DatasetError
-from sketchtext.plugin.pairs import hold_out, load_pairs, load_queries, photos, queries_for
+from sketchtext.plugin.method.pairs import hold_out, load_pairs, load_queries, photos, queries_for
 from tests.generated_pairs import make_pairs
 
 

@@ -12,10 +12,10 @@ from PIL import Image
 
 from sketchtext.cli.main import main
 from sketchtext.plugin.errors import ConfigError
-from sketchtext.plugin.miniature import generate_world
-from sketchtext.plugin.pretraining import PretrainCfg, pretrain, save_checkpoint
-from sketchtext.plugin.probes import gate, rank_accuracy, run_probes
-from sketchtext.plugin.worldfiles import read_world
+from sketchtext.plugin.miniature.files import read_world
+from sketchtext.plugin.miniature.generate import generate_world
+from sketchtext.plugin.miniature.pretrain import PretrainCfg, pretrain, save_checkpoint
+from sketchtext.plugin.miniature.probes import gate, rank_accuracy, run_probes
 
 TINY = dict(arch="sketchtext-tiny", batch_size=6, warmup_steps=2, lr=3e-3)
 
@@ -42,7 +42,7 @@ def test_pretraining_lowers_the_loss_and_writes_a_sidecar(tiny_world: Path, tmp_
 
 
 def test_pretraining_reads_only_the_train_split(tiny_world: Path) -> None:
-    from sketchtext.plugin.pretraining import build_data
+    from sketchtext.plugin.miniature.pretrain import build_data
 
     world = read_world(tiny_world)
     data = build_data(world, lambda texts: np.zeros((len(texts), 4), np.int64), 16)
@@ -55,7 +55,8 @@ def test_checkpoint_loads_through_load_encoder_with_identical_embeddings(tiny_wo
     import open_clip
     import torch
 
-    from sketchtext.plugin.encoders import load_encoder, register_bundled_configs
+    from sketchtext.plugin.model.factory import load_encoder
+    from sketchtext.plugin.model.spec import register_bundled_configs
 
     register_bundled_configs()
     model, _, _ = open_clip.create_model_and_transforms("sketchtext-tiny")
@@ -116,7 +117,7 @@ def test_cli_pretrain_and_probe(tiny_world: Path, tmp_path: Path) -> None:
 
 
 def test_the_bundled_mini_architecture_builds_and_encodes(tiny_world: Path) -> None:
-    from sketchtext.plugin.encoders import load_encoder
+    from sketchtext.plugin.model.factory import load_encoder
 
     encoder = load_encoder("open_clip:sketchtext-mini", device="cpu")
     image = Image.open(tiny_world / next(iter(read_world(tiny_world).photos))).convert("RGB")

@@ -10,7 +10,7 @@ import pytest
 
 from sketchtext.plugin.errors import ModelMismatchError
 from sketchtext.plugin.facade import SketchTextPlugin
-from sketchtext.plugin.remote import RemoteVectors, load_remote_encoder
+from sketchtext.plugin.model.remote import RemoteVectors, load_remote_encoder
 from sketchtext.plugin.search import SketchTextQuery
 from sketchtext.plugin.settings import Settings
 
@@ -21,11 +21,9 @@ class FakeRemote:
         self.fingerprint = fingerprint or encoder.fingerprint
         self.calls: list[list] = []
 
-    def encode(self, inputs: Sequence) -> RemoteVectors:
-        from sketchtext.plugin.search import query_vectors
-
+    def encode(self, inputs: Sequence, combines: Sequence | None = None) -> RemoteVectors:
         self.calls.append(list(inputs))
-        vectors, modes = query_vectors(self.encoder, inputs)
+        vectors, modes = self.encoder.query_vectors(inputs, combines)
         return RemoteVectors(vectors, self.fingerprint, modes)
 
 

@@ -10,9 +10,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from sketchtext.cli.main import main
-from sketchtext.plugin.demo import bundle_dir, run_demo
 from sketchtext.plugin.errors import ConfigError
-from sketchtext.plugin.reproduction import ROWS, config_for, export_bundle, reproduce
+from sketchtext.plugin.miniature.demo import bundle_dir, run_demo
+from sketchtext.plugin.miniature.reproduce import ROWS, config_for, export_bundle, reproduce
 
 
 def test_reproduce_runs_every_stage_on_a_micro_world(tmp_path: Path) -> None:

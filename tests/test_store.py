@@ -14,9 +14,9 @@ import pytest
 from qdrant_client import QdrantClient, models
 
 from sketchtext.plugin.errors import CollectionNotFoundError, ModelMismatchError, QueryError, StoreUnavailableError
-from sketchtext.plugin.store import QdrantStore, build_filter, open_local
-from sketchtext.plugin.store_edge import EdgeStore
-from sketchtext.plugin.stores import VectorStore
+from sketchtext.plugin.store.base import VectorStore, build_filter
+from sketchtext.plugin.store.edge import EdgeStore
+from sketchtext.plugin.store.qdrant import QdrantStore, open_local
 
 BACKENDS = ["edge", "local"]
 Opener = Callable[..., VectorStore]
@@ -244,8 +244,8 @@ def test_named_vector_in_a_host_collection(tmp_path) -> None:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_second_process_on_the_embedded_store_names_the_fix(tmp_path, backend: str) -> None:
     opener = {
-        "edge": "from sketchtext.plugin.store_edge import EdgeStore\ns = EdgeStore(Path({path!r}))\ns.count('c')",
-        "local": "from sketchtext.plugin.store import open_local\nopen_local(Path({path!r}))",
+        "edge": "from sketchtext.plugin.store.edge import EdgeStore\ns = EdgeStore(Path({path!r}))\ns.count('c')",
+        "local": "from sketchtext.plugin.store.qdrant import open_local\nopen_local(Path({path!r}))",
     }[backend]
     path = str(tmp_path / backend)
     if backend == "edge":

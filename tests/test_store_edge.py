@@ -15,9 +15,9 @@ import pytest
 from qdrant_client import models
 
 from sketchtext.plugin.errors import QueryError, StoreError
-from sketchtext.plugin.store import FILTER_FIELDS, build_filter
-from sketchtext.plugin.store_edge import EdgeIndexCfg, EdgeStore
-from sketchtext.plugin.store_edge_convert import edge_filter
+from sketchtext.plugin.store.base import FILTER_FIELDS, build_filter
+from sketchtext.plugin.store.edge import EdgeIndexCfg, EdgeStore
+from sketchtext.plugin.store.edge_convert import edge_filter
 from tests.generated_catalogue import encode, recall_at_k, render_catalogue
 
 
@@ -79,7 +79,7 @@ KILLED_WRITER = """
 import sys, uuid
 import numpy as np
 from pathlib import Path
-from sketchtext.plugin.store_edge import EdgeStore
+from sketchtext.plugin.store.edge import EdgeStore
 
 store = EdgeStore(Path(sys.argv[1]))
 store.ensure_collection("c", 16, "m1")
@@ -112,7 +112,7 @@ def test_a_killed_process_loses_nothing_it_reported_written(tmp_path: Path) -> N
 
 def test_a_process_that_exits_without_closing_flushes_and_releases_the_folder(tmp_path: Path) -> None:
     code = (
-        "import sys, numpy as np; from pathlib import Path; from sketchtext.plugin.store_edge import EdgeStore\n"
+        "import sys, numpy as np; from pathlib import Path; from sketchtext.plugin.store.edge import EdgeStore\n"
         "s = EdgeStore(Path(sys.argv[1])); s.ensure_collection('c', 4, 'm1')\n"
         "s.upsert('c', [1, 2], np.ones((2, 4), np.float32), [{}, {}])\n"  # no close(): the finalizer closes at exit
     )

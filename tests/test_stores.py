@@ -14,10 +14,11 @@ from click.testing import CliRunner
 from sketchtext.cli.main import main
 from sketchtext.plugin.errors import StoreError
 from sketchtext.plugin.settings import Settings
-from sketchtext.plugin.store import QdrantStore, build_filter, open_local
-from sketchtext.plugin.store_edge import EdgeStore
-from sketchtext.plugin.store_migrate import BACKUP_FOLDER, migrate_local_store
-from sketchtext.plugin.stores import Layout, VectorStore, detect_layout, open_store
+from sketchtext.plugin.store.base import VectorStore, build_filter
+from sketchtext.plugin.store.edge import EdgeStore
+from sketchtext.plugin.store.migrate import BACKUP_FOLDER, migrate_local_store
+from sketchtext.plugin.store.open import Layout, detect_layout, open_store
+from sketchtext.plugin.store.qdrant import QdrantStore, open_local
 
 
 def settings_for(tmp_path: Path, **store: object) -> Settings:

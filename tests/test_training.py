@@ -10,10 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sketchtext.plugin.checkpoint import read_checkpoint
 from sketchtext.plugin.errors import ConfigError
-from sketchtext.plugin.pairs import SketchPhotoPair
-from sketchtext.plugin.training import TrainCfg, TrainEvent, epoch_batches, train
+from sketchtext.plugin.method.pairs import SketchPhotoPair
+from sketchtext.plugin.method.training import TrainCfg, TrainEvent, epoch_batches, train
+from sketchtext.plugin.model.checkpoint import read_checkpoint
 from tests.conftest import TINY_SPEC
 from tests.generated_pairs import make_pairs
 

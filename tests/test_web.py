@@ -27,7 +27,7 @@ from sketchtext.plugin.errors import (
 )
 from sketchtext.plugin.facade import SketchTextPlugin
 from sketchtext.plugin.settings import Settings, WebSettings
-from sketchtext.plugin.web import create_app
+from sketchtext.plugin.web.app import create_app
 from tests.conftest import TINY_SPEC, draw_product
 
 COLOURS = ["red", "blue", "green", "orange", "purple", "black", "yellow", "pink"]

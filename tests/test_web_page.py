@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sketchtext.plugin.settings import WebSettings
-from sketchtext.plugin.web import create_app
+from sketchtext.plugin.web.app import create_app
 from tests.test_web import build_world
 
 CHROMIUM_ENV = "SKETCHTEXT_TEST_CHROMIUM"

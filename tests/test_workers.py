@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sketchtext.plugin.catalog import scan_catalog
 from sketchtext.plugin.db import MetadataDB
-from sketchtext.plugin.dispatch import BatchJob, register_pending
 from sketchtext.plugin.errors import (
     ConfigError,
     DatabaseUnavailableError,
@@ -22,10 +20,13 @@ from sketchtext.plugin.errors import (
     StoreUnavailableError,
 )
 from sketchtext.plugin.facade import SketchTextPlugin
+from sketchtext.plugin.ingest.catalog import scan_catalog
+from sketchtext.plugin.ingest.queued import BatchJob, register_pending
 from sketchtext.plugin.search import SketchTextQuery
 from sketchtext.plugin.settings import Settings
-from sketchtext.plugin.store import QdrantStore
-from sketchtext.workers.app import TASK_ENCODE, TASK_INGEST, TASK_PRUNE, make_celery, result_backend_for
+from sketchtext.plugin.store.qdrant import QdrantStore
+from sketchtext.workers.app import make_celery, result_backend_for
+from sketchtext.workers.names import TASK_ENCODE, TASK_INGEST, TASK_PRUNE
 from sketchtext.workers.runtime import WorkerRuntime
 
 

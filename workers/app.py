@@ -14,26 +14,12 @@ The embedded Qdrant store allows one process, so with it only `--pool solo` work
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
-
-from celery import Celery
+from typing import Any
 
 from sketchtext.plugin.settings import Settings
+from sketchtext.workers.names import SketchTextCelery
 
-if TYPE_CHECKING:
-    from sketchtext.workers.runtime import WorkerRuntime
-
-TASK_INGEST = "sketchtext.ingest_batch"
-TASK_ENCODE = "sketchtext.encode_query"
-TASK_PRUNE = "sketchtext.prune"
 CONNECT_TIMEOUT_S = 5.0
-
-
-class SketchTextCelery(Celery):  # type: ignore[misc]
-    """A Celery app that carries the settings it was built from and the worker process's runtime."""
-
-    sketchtext_settings: Settings
-    sketchtext_runtime: WorkerRuntime
 
 
 def result_backend_for(settings: Settings) -> str:

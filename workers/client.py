@@ -14,12 +14,14 @@ from celery.result import AsyncResult
 from kombu.exceptions import OperationalError
 from kombu.utils.url import maybe_sanitize_url
 
-from sketchtext.plugin.dispatch import BatchJob, result_from_json
 from sketchtext.plugin.errors import QueueError, QueueUnavailableError, SketchTextError
-from sketchtext.plugin.ingest import BatchResult
-from sketchtext.plugin.remote import RemoteVectors
+from sketchtext.plugin.ingest.pipeline import BatchResult
+from sketchtext.plugin.ingest.queued import BatchJob, result_from_json
+from sketchtext.plugin.model.query import Combine, QueryInput
+from sketchtext.plugin.model.remote import RemoteVectors
 from sketchtext.plugin.settings import Settings
-from sketchtext.workers.app import TASK_ENCODE, TASK_INGEST, TASK_PRUNE, SketchTextCelery, make_celery
+from sketchtext.workers.app import make_celery
+from sketchtext.workers.names import TASK_ENCODE, TASK_INGEST, TASK_PRUNE, SketchTextCelery
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -93,7 +95,7 @@ def workers_on_queue(app: SketchTextCelery, timeout: float = 1.0) -> list[str]:
 
 
 class CeleryTicket:
-    """A sent task as a `sketchtext.plugin.dispatch.Ticket`."""
+    """A sent task as a `sketchtext.plugin.ingest.queued.Ticket`."""
 
     def __init__(self, app: SketchTextCelery, result: AsyncResult) -> None:
         self.app = app
@@ -113,7 +115,7 @@ class CeleryTicket:
 
 
 class CeleryDispatcher:
-    """Sends ingest batches and prune jobs to the `gpu` queue (a `sketchtext.plugin.dispatch.Dispatcher`)."""
+    """Sends ingest batches and prune jobs to the `gpu` queue (a `sketchtext.plugin.ingest.queued.Dispatcher`)."""
 
     def __init__(self, app: SketchTextCelery) -> None:
         self.app = app
@@ -147,11 +149,11 @@ class CeleryQueryEncoder:
         self.settings = settings
         self.app = app or make_celery(settings)
 
-    def encode(self, inputs: Sequence[tuple[Image.Image | None, str | None]]) -> RemoteVectors:
+    def encode(self, inputs: Sequence[QueryInput], combines: Sequence[Combine | None] | None = None) -> RemoteVectors:
         queue = self.settings.queue
         payload: list[dict[str, Any]] = [
-            {"sketch": sketch_png_base64(sketch) if sketch is not None else None, "text": text}
-            for sketch, text in inputs
+            {"sketch": sketch_png_base64(sketch) if sketch is not None else None, "text": text, "combine": combine}
+            for (sketch, text), combine in zip(inputs, combines or [None] * len(inputs), strict=True)
         ]
         timeout = queue.encode_timeout_s
         with translated(self.app, "encode a query on a worker"):

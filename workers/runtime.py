@@ -9,8 +9,6 @@ import threading
 from typing import Any
 
 from sketchtext.plugin.db import MetadataDB
-from sketchtext.plugin.dispatch import BatchJob, entries_for_job
-from sketchtext.plugin.encoders import ModelSpec
 from sketchtext.plugin.errors import (
     ConfigError,
     InvalidSketchError,
@@ -19,10 +17,12 @@ from sketchtext.plugin.errors import (
     StoreError,
 )
 from sketchtext.plugin.facade import SketchTextPlugin
-from sketchtext.plugin.ingest import BatchResult, IngestContext, ingest_batch, remove_assets
+from sketchtext.plugin.ingest.pipeline import BatchResult, IngestContext, ingest_batch, remove_assets
+from sketchtext.plugin.ingest.queued import BatchJob, entries_for_job
+from sketchtext.plugin.model.spec import ModelSpec
 from sketchtext.plugin.search import SketchTextQuery
 from sketchtext.plugin.settings import Settings
-from sketchtext.plugin.store import QdrantStore, translated
+from sketchtext.plugin.store.qdrant import QdrantStore, translated
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +121,15 @@ class WorkerRuntime:
         return BatchResult()
 
     def encode(self, queries: list[dict[str, Any]]) -> dict[str, Any]:
-        """Vectors for `[{"sketch": base64 PNG or None, "text": str or None}, ...]` and the model's fingerprint."""
+        """Vectors for `[{"sketch": base64 PNG or None, "text": str or None, "combine": None or a mode}, ...]` and
+        the model's fingerprint."""
         plugin = self.plugin()
         with self._lock:
             plugin.encoder  # noqa: B018 - load once, under the lock
-        parsed = [SketchTextQuery(sketch=decode_sketch(q.get("sketch")), text=q.get("text")) for q in queries]
+        parsed = [
+            SketchTextQuery(sketch=decode_sketch(q.get("sketch")), text=q.get("text"), combine=q.get("combine"))
+            for q in queries
+        ]
         encoded = plugin.encode_batch(parsed)
         return {
             "fingerprint": plugin.query_fingerprint,

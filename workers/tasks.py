@@ -12,9 +12,9 @@ from typing import Any, cast
 from celery import Task
 from kombu.exceptions import OperationalError
 
-from sketchtext.plugin.dispatch import BatchJob, result_to_json
 from sketchtext.plugin.errors import DatabaseUnavailableError, StoreUnavailableError
-from sketchtext.workers.app import TASK_ENCODE, TASK_INGEST, TASK_PRUNE, SketchTextCelery
+from sketchtext.plugin.ingest.queued import BatchJob, result_to_json
+from sketchtext.workers.names import TASK_ENCODE, TASK_INGEST, TASK_PRUNE, SketchTextCelery
 
 TRANSIENT: tuple[type[Exception], ...] = (DatabaseUnavailableError, StoreUnavailableError, OperationalError)
 RETRY = {

@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from sketchtext.plugin.catalog import scan_catalog
-from sketchtext.plugin.encoders import load_encoder
 from sketchtext.plugin.facade import SketchTextPlugin
-from sketchtext.plugin.miniature import generate_world
+from sketchtext.plugin.ingest.catalog import scan_catalog
+from sketchtext.plugin.miniature.generate import generate_world
+from sketchtext.plugin.model.factory import load_encoder
 from sketchtext.plugin.settings import Settings
 
 

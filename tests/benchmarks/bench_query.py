@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from sketchtext.plugin.encoders import load_encoder
 from sketchtext.plugin.facade import SketchTextPlugin
-from sketchtext.plugin.miniature import generate_world
+from sketchtext.plugin.miniature.generate import generate_world
+from sketchtext.plugin.model.factory import load_encoder
 from sketchtext.plugin.search import SketchTextQuery, join_hits, prepare_inputs
 from sketchtext.plugin.settings import Settings
 
@@ -49,7 +49,7 @@ def png_bytes(path: Path, size: int) -> bytes:
 
 def short_checkpoint(arch: str, world: Path, steps: int) -> Path:
     """A checkpoint trained for a few steps: enough to serve composed queries through the real path."""
-    from sketchtext.plugin.training import TrainCfg, train
+    from sketchtext.plugin.method.training import TrainCfg, train
 
     out = Path(tempfile.mkdtemp()) / f"ckpt-{arch}"
     train(f"open_clip:{arch}", world, out, cfg=TrainCfg(epochs=1, max_steps=steps, batch_size=8), device="auto")

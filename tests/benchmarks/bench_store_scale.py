@@ -98,10 +98,10 @@ def ground_truth(files: dict[str, Path], n: int, queries: int) -> list[dict[str,
 # -- the child processes
 def open_backend(backend: str, folder: Path, exact: bool = False) -> Any:
     if backend == "edge":
-        from sketchtext.plugin.store_edge import EdgeIndexCfg, EdgeStore
+        from sketchtext.plugin.store.edge import EdgeIndexCfg, EdgeStore
 
         return EdgeStore(folder, index=EdgeIndexCfg(exact_below=10**12) if exact else None)
-    from sketchtext.plugin.store import QdrantStore, open_local
+    from sketchtext.plugin.store.qdrant import QdrantStore, open_local
 
     return QdrantStore(open_local(folder), owns_client=True)
 
@@ -142,7 +142,7 @@ def child_build(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def child_serve(args: argparse.Namespace) -> dict[str, Any]:
-    from sketchtext.plugin.store import build_filter
+    from sketchtext.plugin.store.base import build_filter
 
     queries = np.load(args.queries)[: args.q]
     query_categories = json.loads(Path(args.query_categories).read_text())[: args.q]

@@ -2,7 +2,7 @@
 screenshot of the search page with real results, both on the generated demo catalogue.
 
     python tests/benchmarks/bench_web.py --requests 20
-    python tests/benchmarks/bench_web.py --screenshot plugin/static/search-page.png   # the README's picture
+    python tests/benchmarks/bench_web.py --screenshot plugin/web/static/search-page.png   # the README's picture
 
 Each request is one sketch + text + category search (a sketch of the demo world sent as a PNG data URL). Prints one
 JSON object: client-side p50/p90 of the whole HTTP round trip and the server's own `took_ms` p50.
@@ -26,9 +26,9 @@ import uvicorn
 from PIL import Image
 
 from sketchtext.plugin.facade import SketchTextPlugin
-from sketchtext.plugin.miniature import generate_world
+from sketchtext.plugin.miniature.generate import generate_world
 from sketchtext.plugin.settings import Settings
-from sketchtext.plugin.web import create_app
+from sketchtext.plugin.web.app import create_app
 
 CHROMIUM_ARGS = [
     "--headless",

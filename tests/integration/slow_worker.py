@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from sketchtext.cli.main import main
-from sketchtext.plugin.store import QdrantStore
+from sketchtext.plugin.store.qdrant import QdrantStore
 
 _upsert = QdrantStore.upsert
 

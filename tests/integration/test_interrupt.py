@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sketchtext.plugin.miniature import generate_world
+from sketchtext.plugin.miniature.generate import generate_world
 from tests.conftest import TINY_SPEC
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

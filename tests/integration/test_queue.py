@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sketchtext.plugin.catalog import scan_catalog
 from sketchtext.plugin.db import AssetStatus, MetadataDB, asset_id
 from sketchtext.plugin.errors import QueueError
 from sketchtext.plugin.facade import SketchTextPlugin
+from sketchtext.plugin.ingest.catalog import scan_catalog
 from sketchtext.plugin.search import SketchTextQuery
 from sketchtext.plugin.settings import Settings
 from tests.conftest import TINY_SPEC, draw_product

@@ -1,0 +1,438 @@
+"""Ingest: one unit of work over a batch of catalog entries (read, decode, encode, write), and the inline driver.
+
+The same `ingest_batch` runs inline (embedded default) and inside Celery tasks (distributed); only the driver
+differs. Point ids are deterministic, so any retry is an idempotent upsert.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from itertools import islice
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from sketchtext.plugin.db import AssetStatus, MetadataDB, asset_id
+from sketchtext.plugin.errors import (
+    DatabaseUnavailableError,
+    ImageError,
+    SketchTextError,
+    StoreError,
+    StoreUnavailableError,
+)
+from sketchtext.plugin.images import DEFAULT_MAX_PIXELS, decode_image
+from sketchtext.plugin.ingest.catalog import CatalogEntry, scan_catalog
+from sketchtext.plugin.model.clip import ClipEncoder
+from sketchtext.plugin.store.base import PointId, VectorStore, qdrant_id
+
+log = logging.getLogger(__name__)
+
+
+class ModelTurn:
+    """Where the model runs on the CPU, decoding and writing wait while it runs, and run while it waits for them.
+
+    Overlapped, they would take cores from the model's threads, and each pause of one of those threads stalls the
+    others at the next barrier: on 2 cores decoding beside the forward cost it about twice decoding's own CPU time.
+    Beside a GPU the CPU is free while the model runs, and everything overlaps."""
+
+    def __init__(self, device: str) -> None:
+        self.shares_cpu = device == "cpu"
+        self._model_idle = threading.Event()
+        self._model_idle.set()
+
+    @contextmanager
+    def model_runs(self) -> Iterator[None]:
+        if self.shares_cpu:
+            self._model_idle.clear()
+        try:
+            yield
+        finally:
+            self._model_idle.set()
+
+    def wait(self) -> float:
+        """Block while the model runs on the CPU (between images and batches, so waits are short); seconds waited."""
+        if self._model_idle.is_set():
+            return 0.0
+        started = time.perf_counter()
+        self._model_idle.wait()
+        return time.perf_counter() - started
+
+
+@dataclass
+class IngestContext:
+    """What a unit of work needs: the model, both stores and the target collection."""
+
+    encoder: ClipEncoder
+    store: VectorStore
+    db: MetadataDB
+    collection: str
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    retry_attempts: int = 5  # per batch, when Qdrant or the database is unreachable
+    retry_wait_s: float = 1.0  # first wait; doubles each time
+    draft_size: int | None = None  # decode JPEGs at a reduced size no smaller than this; None: the model's input side
+    decode_workers: int = 0  # decode threads; 0: every core feeding a GPU, up to 4 beside a CPU encoder
+    prefetch: int = 2  # batches decoded ahead of the encoder
+    turn: ModelTurn = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.turn = ModelTurn(self.encoder.device)
+        if self.draft_size is None:  # every driver (inline, Celery) must decode alike, so they write the same vectors
+            self.draft_size = self.encoder.image_size
+        if not self.decode_workers:
+            cores = os.cpu_count() or 1
+            self.decode_workers = cores if self.encoder.device == "cuda" else min(4, cores)
+
+    def ensure_collection(self) -> None:
+        self.store.ensure_collection(self.collection, self.encoder.dim, self.encoder.fingerprint)
+
+
+@dataclass
+class BatchResult:
+    """What happened to each entry of a batch, with stage timings."""
+
+    embedded: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    read_s: float = 0.0
+    encode_s: float = 0.0
+    write_s: float = 0.0
+
+    def merge(self, other: BatchResult) -> None:
+        self.embedded += other.embedded
+        self.unchanged += other.unchanged
+        self.failed.update(other.failed)
+        self.read_s += other.read_s
+        self.encode_s += other.encode_s
+        self.write_s += other.write_s
+
+
+def catalog_row(collection: str, entry: CatalogEntry) -> dict[str, Any]:
+    """An entry's catalog fields as SQL columns of `collection` (shared by both ingest drivers)."""
+    return {
+        "collection": collection,
+        "key": entry.key,
+        "category": entry.category,
+        "scene": entry.scene,
+        "sku": entry.sku,
+        "title": entry.title,
+        "host_id": entry.host_id,
+        "extra": entry.extra,
+    }
+
+
+def point_payload(entry: CatalogEntry) -> dict[str, Any]:
+    """The filterable copy of an asset's metadata that travels with its vector."""
+    payload: dict[str, Any] = {"key": entry.key}
+    for name in ("category", "scene", "sku", "title", "host_id"):
+        value = getattr(entry, name)
+        if value is not None:
+            payload[name] = value
+    if entry.extra:
+        payload["extra"] = entry.extra
+    return payload
+
+
+def point_id(store: VectorStore, collection: str, key: str, host_id: str | None) -> PointId:
+    """The asset's deterministic id, or the host's product id when points belong to the host."""
+    if store.host_points:
+        if host_id is None:
+            raise ImageError(f"{key} has no host_id in the sidecar; host point ids need one per photo")
+        return qdrant_id(host_id)
+    return asset_id(collection, key)
+
+
+def host_id_conflicts(ctx: IngestContext, entries: Sequence[CatalogEntry]) -> dict[str, str]:
+    """Entries whose host id another photo already holds (a host point has room for one sketchtext vector)."""
+    if not ctx.store.host_points:
+        return {}
+    holders = ctx.db.keys_by_host_id(ctx.collection, [e.host_id for e in entries if e.host_id])
+    conflicts = {}
+    for entry in entries:
+        if entry.host_id is None:
+            continue
+        holder = holders.setdefault(entry.host_id, entry.key)
+        if holder != entry.key:
+            conflicts[entry.key] = f"host_id {entry.host_id} already belongs to {holder}; give each photo its own"
+    return conflicts
+
+
+@dataclass
+class PreparedBatch:
+    """A batch after reading and decoding: what to write to SQL, and the pixels of what needs embedding."""
+
+    entries: Sequence[CatalogEntry]
+    result: BatchResult
+    rows: list[dict[str, Any]]
+    todo: list[CatalogEntry]
+    pixels: Any  # what `ClipEncoder.image_pixels` gives, or None when nothing needs embedding
+
+
+def prepare_batch(ctx: IngestContext, entries: Sequence[CatalogEntry]) -> PreparedBatch:
+    """Read, hash and decode a batch; skip unchanged files, record unreadable ones, preprocess the rest."""
+    result = BatchResult()
+    started = time.perf_counter()
+    known = ctx.db.assets_by_key(ctx.collection, [e.key for e in entries])
+    conflicts = host_id_conflicts(ctx, entries)
+    todo: list[CatalogEntry] = []
+    images = []
+    rows: list[dict[str, Any]] = []
+    waited = 0.0  # for the model, which read_s does not count
+    for entry in entries:
+        waited += ctx.turn.wait()
+        row = catalog_row(ctx.collection, entry)
+        known_problem = entry.problem or conflicts.get(entry.key)
+        if known_problem:
+            result.failed[entry.key] = known_problem
+            rows.append({**row, "status": AssetStatus.FAILED, "error": known_problem})
+            continue
+        try:
+            data = entry.path.read_bytes()
+        except OSError as exc:
+            result.failed[entry.key] = f"cannot read file: {exc.strerror or exc}"
+            rows.append({**row, "status": AssetStatus.FAILED, "error": result.failed[entry.key]})
+            continue
+        sha256 = hashlib.sha256(data).hexdigest()
+        previous = known.get(entry.key)
+        if (
+            previous is not None
+            and previous.status == AssetStatus.EMBEDDED
+            and previous.sha256 == sha256
+            and previous.model_fingerprint == ctx.encoder.fingerprint
+        ):
+            result.unchanged.append(entry.key)
+            continue
+        row.update(sha256=sha256, size=len(data))
+        try:
+            point_id(ctx.store, ctx.collection, entry.key, entry.host_id)
+            image, (width, height) = decode_image(
+                data, max_pixels=ctx.max_pixels, name=entry.key, draft_size=ctx.draft_size
+            )
+        except (ImageError, StoreError) as exc:
+            result.failed[entry.key] = str(exc)
+            rows.append({**row, "status": AssetStatus.FAILED, "error": str(exc), "width": None, "height": None})
+            continue
+        rows.append({**row, "status": AssetStatus.PENDING, "error": None, "width": width, "height": height})
+        todo.append(entry)
+        images.append(image)
+    pixels = ctx.encoder.image_pixels(images) if images else None
+    result.read_s = time.perf_counter() - started - waited
+    return PreparedBatch(entries, result, rows, todo, pixels)
+
+
+def encode_batch(ctx: IngestContext, prepared: PreparedBatch) -> NDArray[np.float32]:
+    """The image tower's vectors for the prepared pixels."""
+    started = time.perf_counter()
+    if prepared.pixels is None:
+        vectors = np.zeros((0, ctx.encoder.dim), np.float32)
+    else:
+        with ctx.turn.model_runs():
+            vectors = ctx.encoder.encode_image_tensors(prepared.pixels)
+    prepared.result.encode_s = time.perf_counter() - started
+    return vectors
+
+
+def write_batch(ctx: IngestContext, prepared: PreparedBatch, vectors: NDArray[np.float32]) -> BatchResult:
+    """SQL first (pending), then Qdrant, then SQL again: no row says embedded unless its vector is stored."""
+    result = prepared.result
+    ctx.turn.wait()
+    started = time.perf_counter()
+    ctx.db.save_assets(prepared.rows)
+    ctx.store.upsert(
+        ctx.collection,
+        [point_id(ctx.store, ctx.collection, e.key, e.host_id) for e in prepared.todo],
+        vectors,
+        [point_payload(e) for e in prepared.todo],
+    )
+    ctx.db.mark_embedded(ctx.collection, [e.key for e in prepared.todo], ctx.encoder.fingerprint)
+    result.embedded = [e.key for e in prepared.todo]
+    result.write_s = time.perf_counter() - started
+    log.info(
+        "batch of %d: embedded %d, unchanged %d, failed %d; read_s=%.3f encode_s=%.3f write_s=%.3f",
+        len(prepared.entries),
+        len(result.embedded),
+        len(result.unchanged),
+        len(result.failed),
+        result.read_s,
+        result.encode_s,
+        result.write_s,
+    )
+    return result
+
+
+def flag_shared_host_ids(entries: Sequence[CatalogEntry]) -> list[CatalogEntry]:
+    """Give every photo after the first that claims an already claimed host id a problem (batches run in parallel,
+    so the per-batch check against SQL cannot see a twin in a neighbouring batch)."""
+    holders: dict[str, str] = {}
+    flagged = []
+    for entry in entries:
+        holder = holders.setdefault(entry.host_id, entry.key) if entry.host_id else entry.key
+        if holder != entry.key and entry.problem is None:
+            entry = replace(entry, problem=f"host_id {entry.host_id} already belongs to {holder}; give each its own")
+        flagged.append(entry)
+    return flagged
+
+
+def ingest_batch(ctx: IngestContext, entries: Sequence[CatalogEntry]) -> BatchResult:
+    """The unit of work: embed the entries of one batch that are new or changed; record unreadable ones as failed."""
+    prepared = prepare_batch(ctx, entries)
+    return write_batch(ctx, prepared, encode_batch(ctx, prepared))
+
+
+@dataclass
+class IngestSummary:
+    """The outcome of a whole ingest run."""
+
+    run_id: int
+    collection: str
+    total: int
+    result: BatchResult
+    pruned: list[str]
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "collection": self.collection,
+            "total": self.total,
+            "embedded": len(self.result.embedded),
+            "unchanged": len(self.result.unchanged),
+            "failed": len(self.result.failed),
+            "pruned": len(self.pruned),
+            "failures": [{"key": k, "reason": v} for k, v in sorted(self.result.failed.items())],
+            "seconds": round(self.seconds, 3),
+            "images_per_s": round(len(self.result.embedded) / self.seconds, 2) if self.seconds else None,
+            "read_s": round(self.result.read_s, 3),
+            "encode_s": round(self.result.encode_s, 3),
+            "write_s": round(self.result.write_s, 3),
+        }
+
+
+T = TypeVar("T")
+TRANSIENT = (StoreUnavailableError, DatabaseUnavailableError)
+
+
+def retrying(ctx: IngestContext, func: Callable[..., T], *args: Any) -> T:
+    """Call `func`, retrying with exponential backoff while Qdrant or the database is unreachable.
+    Safe because every write is idempotent (deterministic ids, upserts)."""
+    for attempt in Retrying(
+        retry=retry_if_exception_type(TRANSIENT),
+        stop=stop_after_attempt(ctx.retry_attempts),
+        wait=wait_exponential(multiplier=ctx.retry_wait_s, max=30),
+        before_sleep=lambda state: log.warning(
+            "attempt %d failed (%s); retrying", state.attempt_number, state.outcome.exception() if state.outcome else ""
+        ),
+        reraise=True,
+    ):
+        with attempt:
+            return func(*args)
+    raise AssertionError("unreachable: tenacity reraises the last error")
+
+
+def pipelined(ctx: IngestContext, batches: Sequence[Sequence[CatalogEntry]]) -> Iterator[BatchResult]:
+    """Run batches so that reading/decoding (worker threads) and writing (one thread) hide behind the encoder.
+
+    Batches are encoded in order on this thread; at most `ctx.prefetch` are decoded ahead and two writes are in flight,
+    so memory stays bounded. Results come back in order, after their writes landed."""
+    decoders = ThreadPoolExecutor(ctx.decode_workers, thread_name_prefix="sketchtext-decode")
+    writer = ThreadPoolExecutor(1, thread_name_prefix="sketchtext-write")
+    prepared: deque[Future[PreparedBatch]] = deque()
+    writes: deque[Future[BatchResult]] = deque()
+    upcoming = iter(batches)
+    failed = threading.Event()
+
+    def write(ready: PreparedBatch, vectors: NDArray[np.float32]) -> BatchResult:
+        if failed.is_set():  # an earlier write failed for good: its error is what the caller will see
+            raise RuntimeError("skipped after an earlier write failed")
+        try:
+            return retrying(ctx, write_batch, ctx, ready, vectors)
+        except BaseException:
+            failed.set()
+            raise
+
+    try:
+        for batch in islice(upcoming, ctx.prefetch):
+            prepared.append(decoders.submit(retrying, ctx, prepare_batch, ctx, batch))
+        while prepared:
+            ready = prepared.popleft().result()
+            for batch in islice(upcoming, 1):
+                prepared.append(decoders.submit(retrying, ctx, prepare_batch, ctx, batch))
+            vectors = encode_batch(ctx, ready)
+            writes.append(writer.submit(write, ready, vectors))
+            while len(writes) > 1 or (writes and writes[0].done()):
+                yield writes.popleft().result()
+        while writes:
+            yield writes.popleft().result()
+    finally:
+        # On error or interrupt: drop what has not started; a write under way finishes, so SQL and Qdrant agree.
+        decoders.shutdown(wait=True, cancel_futures=True)
+        writer.shutdown(wait=True, cancel_futures=True)
+
+
+def batched(items: Sequence[CatalogEntry], size: int) -> list[Sequence[CatalogEntry]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def prune_missing(ctx: IngestContext, present: set[str]) -> list[str]:
+    """Delete the vectors and rows of assets whose files are gone."""
+    gone = sorted(ctx.db.keys(ctx.collection) - present)
+    remove_assets(ctx, gone)
+    return gone
+
+
+def remove_assets(ctx: IngestContext, keys: Sequence[str]) -> None:
+    """Delete assets' vectors, then their rows (a retry after a failure in between finds the rows again)."""
+    rows = ctx.db.assets_by_key(ctx.collection, keys)
+    stored = [row for row in rows.values() if row.status == AssetStatus.EMBEDDED]
+    ctx.store.delete(ctx.collection, [point_id(ctx.store, ctx.collection, row.key, row.host_id) for row in stored])
+    ctx.db.delete_assets(ctx.collection, keys)
+
+
+def run_ingest(
+    ctx: IngestContext,
+    root: Path,
+    *,
+    batch_size: int = 32,
+    prune: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> IngestSummary:
+    """Ingest a catalog folder inline, batch after batch; `progress(n, total)` hears of each finished batch."""
+    started = time.perf_counter()
+    entries = list(scan_catalog(root))
+    if ctx.store.host_points:
+        entries = flag_shared_host_ids(entries)
+    with ctx.db.exclusive(f"the ingest lock of collection {ctx.collection!r}"):
+        ctx.ensure_collection()
+        run_id = ctx.db.start_run(ctx.collection, str(root), ctx.encoder.fingerprint, len(entries))
+        total = BatchResult()
+        pruned: list[str] = []
+        status = "failed"
+        try:
+            for result in pipelined(ctx, batched(entries, batch_size)):
+                total.merge(result)
+                if progress is not None:
+                    progress(len(result.embedded) + len(result.unchanged) + len(result.failed), len(entries))
+            pruned = retrying(ctx, prune_missing, ctx, {e.key for e in entries}) if prune else []
+            ctx.store.optimize(ctx.collection)  # Edge builds its search index once the collection outgrows exact search
+            status = "completed"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            counts = {"embedded": len(total.embedded), "unchanged": len(total.unchanged), "failed": len(total.failed)}
+            try:
+                ctx.db.finish_run(run_id, status, pruned=len(pruned), **counts)
+            except SketchTextError as exc:  # the database may be the reason we are leaving
+                log.warning("could not record the end of run %s: %s", run_id, exc)
+    return IngestSummary(run_id, ctx.collection, len(entries), total, pruned, time.perf_counter() - started)

@@ -1,0 +1,279 @@
+"""The queued ingest driver: plan what needs work, mark it pending in SQL, hand batches to workers, follow SQL.
+
+The library side of distributed ingest; it knows nothing of Celery. A `Dispatcher` (the Celery front end in
+`workers/`) sends JSON-safe `BatchJob`s and hands back `Ticket`s. Workers turn a job back into catalog
+entries (`entries_for_job`) and run the same `ingest_batch` unit of work as the inline driver.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from sketchtext.plugin.db import Asset, AssetStatus, MetadataDB
+from sketchtext.plugin.errors import CatalogError, QueueError
+from sketchtext.plugin.ingest.catalog import CatalogEntry, make_entry, scan_catalog
+from sketchtext.plugin.ingest.pipeline import BatchResult, IngestSummary, batched, catalog_row
+
+log = logging.getLogger(__name__)
+
+SQL_CHUNK = 500  # keys per SQL statement (IN lists) while planning and registering
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    """One batch for a worker as JSON-safe values: the run, the collection, where the files are, which keys."""
+
+    run_id: int
+    collection: str
+    root: str
+    keys: tuple[str, ...]
+    fingerprint: str  # the model the run was planned for; a worker running another model refuses the job
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "collection": self.collection,
+            "root": self.root,
+            "keys": list(self.keys),
+            "fingerprint": self.fingerprint,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> BatchJob:
+        try:
+            return cls(
+                run_id=int(data["run_id"]),
+                collection=str(data["collection"]),
+                root=str(data["root"]),
+                keys=tuple(str(key) for key in data["keys"]),
+                fingerprint=str(data["fingerprint"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise QueueError(
+                f"Malformed batch job ({exc}); it was sent by another sketchtext version. Upgrade every machine."
+            ) from exc
+
+
+def result_to_json(result: BatchResult) -> dict[str, Any]:
+    return {
+        "embedded": list(result.embedded),
+        "unchanged": list(result.unchanged),
+        "failed": dict(result.failed),
+        "read_s": result.read_s,
+        "encode_s": result.encode_s,
+        "write_s": result.write_s,
+    }
+
+
+def result_from_json(data: dict[str, Any]) -> BatchResult:
+    return BatchResult(
+        embedded=list(data.get("embedded", [])),
+        unchanged=list(data.get("unchanged", [])),
+        failed=dict(data.get("failed", {})),
+        read_s=float(data.get("read_s", 0.0)),
+        encode_s=float(data.get("encode_s", 0.0)),
+        write_s=float(data.get("write_s", 0.0)),
+    )
+
+
+class Ticket(Protocol):
+    """A sent job: whether it has finished, and its outcome (raising the error it failed with for good)."""
+
+    def done(self) -> bool: ...
+
+    def outcome(self) -> BatchResult: ...
+
+
+class Dispatcher(Protocol):
+    """Sends jobs to workers (the Celery front end implements it)."""
+
+    def send(self, job: BatchJob) -> Ticket: ...
+
+    def prune(self, collection: str, keys: Sequence[str]) -> Ticket: ...
+
+
+@dataclass
+class Plan:
+    """Which entries a worker must (re-)embed, and which are embedded already with the same bytes and model."""
+
+    todo: list[CatalogEntry] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+
+def chunks(items: Sequence[T], size: int = SQL_CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def needs_work(entry: CatalogEntry, row: Asset | None, fingerprint: str) -> bool:
+    """True unless the row says embedded, by this model, from a file with the same size and content hash."""
+    if row is None or row.status != AssetStatus.EMBEDDED or row.model_fingerprint != fingerprint:
+        return True
+    try:
+        if entry.path.stat().st_size != row.size:
+            return True
+        return file_sha256(entry.path) != row.sha256
+    except OSError:
+        return True  # the worker records why the file cannot be read
+
+
+def plan_run(db: MetadataDB, collection: str, entries: Sequence[CatalogEntry], fingerprint: str) -> Plan:
+    """Split a scanned catalog into work and what is already done; only embedded files are hashed here."""
+    plan = Plan()
+    for chunk in chunks(entries):
+        rows = db.assets_by_key(collection, [e.key for e in chunk])
+        for entry in chunk:
+            if needs_work(entry, rows.get(entry.key), fingerprint):
+                plan.todo.append(entry)
+            else:
+                plan.unchanged.append(entry.key)
+    return plan
+
+
+def register_pending(db: MetadataDB, collection: str, entries: Sequence[CatalogEntry]) -> None:
+    """Record the entries to be embedded as pending rows (with their catalog metadata, which workers read back)."""
+    for chunk in chunks(entries):
+        db.save_assets([{**catalog_row(collection, e), "status": AssetStatus.PENDING, "error": None} for e in chunk])
+
+
+def entries_for_job(db: MetadataDB, job: BatchJob) -> list[CatalogEntry]:
+    """The catalog entries a job names, with the metadata the pending rows carry (SQL is the source of truth)."""
+    root = Path(job.root)
+    if not root.is_dir():
+        raise CatalogError(
+            f"Catalog folder {root} is not visible on this worker; mount the catalog at the same path on every "
+            "worker as on the machine that runs `sketchtext ingest --queue`."
+        )
+    rows = db.assets_by_key(job.collection, job.keys)
+    entries = []
+    for key in job.keys:
+        if Path(key).is_absolute() or ".." in Path(key).parts:
+            raise QueueError(f"A batch names {key!r}, outside the catalog {root}; refusing it.")
+        row = rows.get(key)
+        if row is None:  # registered rows are the norm; a missing one falls back to the folder's category
+            entries.append(make_entry(key, root / key, {}))
+            continue
+        entries.append(
+            CatalogEntry(
+                key=key,
+                path=root / key,
+                category=row.category,
+                scene=row.scene,
+                sku=row.sku,
+                title=row.title,
+                host_id=row.host_id,
+                extra=dict(row.extra or {}),
+            )
+        )
+    return entries
+
+
+class Follower:
+    """Progress read from SQL: how many of the rows this run marked pending are no longer pending."""
+
+    def __init__(self, db: MetadataDB, collection: str, todo: int, progress: Callable[[int, int], None] | None):
+        self.db = db
+        self.collection = collection
+        self.todo = todo
+        self.progress = progress
+        # Pending rows of files no longer in the catalog stay pending; counting from this baseline ignores them.
+        self.baseline = self.pending()
+
+    def pending(self) -> int:
+        return self.db.status_counts(self.collection).get(AssetStatus.PENDING.value, 0)
+
+    def poll(self) -> int:
+        done = min(max(self.baseline - self.pending(), 0), self.todo)
+        if self.progress is not None:
+            self.progress(done, self.todo)
+        return done
+
+
+def wait_for(ticket: Ticket, poll_s: float) -> BatchResult:
+    while not ticket.done():
+        time.sleep(poll_s)
+    return ticket.outcome()
+
+
+def run_queued(
+    db: MetadataDB,
+    dispatcher: Dispatcher,
+    root: Path,
+    *,
+    collection: str,
+    fingerprint: str,
+    batch_size: int = 32,
+    max_in_flight: int = 64,
+    prune: bool = False,
+    poll_s: float = 0.5,
+    progress: Callable[[int, int], None] | None = None,
+) -> IngestSummary:
+    """Ingest a catalog folder through workers; `progress(done, todo)` hears of the SQL status as it changes.
+
+    Only entries that are not embedded (new, failed, left pending by a stopped run, changed, or made by another
+    model) are sent. At most `max_in_flight` batches wait in the queue at a time, so stopping this driver stops the
+    run soon; a rerun sends what is still not embedded. A batch that fails for good ends the run with its error.
+    """
+    started = time.perf_counter()
+    root = root.expanduser().absolute()  # workers open files by this path: mount the catalog there too
+    entries = list(scan_catalog(root))
+    plan = plan_run(db, collection, entries, fingerprint)
+    run_id = db.start_run(collection, str(root), fingerprint, len(entries))
+    total = BatchResult(unchanged=list(plan.unchanged))
+    pruned: list[str] = []
+    status = "failed"
+    try:
+        register_pending(db, collection, plan.todo)
+        follower = Follower(db, collection, len(plan.todo), progress)
+        jobs = deque(
+            BatchJob(run_id, collection, str(root), tuple(e.key for e in batch), fingerprint)
+            for batch in batched(plan.todo, batch_size)
+        )
+        log.info("run %d: %d to embed in %d batches, of %d files", run_id, len(plan.todo), len(jobs), len(entries))
+        waiting: list[Ticket] = []
+        while jobs or waiting:
+            while jobs and len(waiting) < max_in_flight:
+                waiting.append(dispatcher.send(jobs.popleft()))
+            finished = [ticket for ticket in waiting if ticket.done()]
+            for ticket in finished:
+                waiting.remove(ticket)
+                total.merge(ticket.outcome())
+            follower.poll()
+            if jobs or waiting:
+                time.sleep(poll_s)
+        if prune:
+            gone = sorted(db.keys(collection) - {e.key for e in entries})
+            for chunk in chunks(gone):
+                wait_for(dispatcher.prune(collection, chunk), poll_s)
+            pruned = gone
+        status = "completed"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        db.finish_run(
+            run_id,
+            status,
+            embedded=len(total.embedded),
+            unchanged=len(total.unchanged),
+            failed=len(total.failed),
+            pruned=len(pruned),
+        )
+    return IngestSummary(run_id, collection, len(entries), total, pruned, time.perf_counter() - started)

@@ -1,0 +1,1 @@
+"""The paper's method: losses, objective, sketch-photo pairs, training, evaluation."""

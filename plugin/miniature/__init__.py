@@ -1,0 +1,1 @@
+"""The hermetic miniature: a generated world, the stand-in CLIP's pretraining, reproduce, demo."""

@@ -1,0 +1,1 @@
+"""The model: specs, precision, the CLIP encoder, the composer, checkpoints, remote encoding."""

@@ -1,0 +1,114 @@
+"""Serving with a trained checkpoint: a `ClipEncoder` whose image tower carries the tuned LayerNorms (so its gallery
+vectors, and its fingerprint, differ from the base model's) and which makes composed query vectors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, cast
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from sketchtext.plugin.errors import CheckpointError, QueryError
+from sketchtext.plugin.model.checkpoint import COMBINES, CheckpointInfo, apply_checkpoint
+from sketchtext.plugin.model.clip import ClipEncoder
+from sketchtext.plugin.model.composer import ComposedCLIP
+from sketchtext.plugin.model.query import Combine, Mode, QueryInput
+
+log = logging.getLogger(__name__)
+
+
+class ComposedEncoder(ClipEncoder):
+    """A CLIP encoder with a sketchtext checkpoint applied.
+
+    Images go through the tuned image tower; a sketch alone becomes s_L = T_t([P^L; s^w]); a sketch with text is
+    composed (T_t([P^L; s^w; T_w(text)])), summed (normalise(V(S) + text)) or both fused, as the query asks or
+    as the checkpoint measured best; text alone is CLIP's own text embedding.
+    """
+
+    def __init__(
+        self, model: Any, preprocess: Any, tokenizer: Any, info: CheckpointInfo, *, base_fingerprint: str,
+        device: str, dtype: torch.dtype,
+    ) -> None:  # fmt: skip
+        composer = apply_checkpoint(model, tokenizer, info)
+        super().__init__(
+            model,
+            preprocess,
+            tokenizer,
+            fingerprint=f"{base_fingerprint}+{info.fingerprint}",
+            device=device,
+            dtype=dtype,
+        )
+        self.composer = composer.to(device=device, dtype=dtype)
+        self.composed = ComposedCLIP(self.model, tokenizer, self.composer)
+        self.checkpoint = info
+        self.base_fingerprint = base_fingerprint
+
+    @classmethod
+    def wrap(cls, encoder: ClipEncoder, info: CheckpointInfo) -> ComposedEncoder:
+        """Apply a checkpoint to an already loaded base encoder (its model is changed in place)."""
+        check_base(info, encoder.fingerprint, "the loaded model")
+        return cls(
+            encoder.model, encoder.preprocess, encoder.tokenizer, info,
+            base_fingerprint=encoder.fingerprint, device=encoder.device, dtype=encoder.dtype,
+        )  # fmt: skip
+
+    @property
+    def default_combine(self) -> str:
+        return self.checkpoint.combine
+
+    def mode_of(self, has_sketch: bool, has_text: bool, combine: str | None) -> Mode:
+        if has_sketch and has_text:
+            mode = combine or self.default_combine
+            if mode not in COMBINES:
+                raise QueryError(f"Unknown combine mode {mode!r}; choose one of {', '.join(COMBINES)}.")
+            return cast(Mode, mode)
+        return "sketch" if has_sketch else "text"
+
+    def query_vectors(
+        self, inputs: Sequence[QueryInput], combines: Sequence[Combine | None] | None = None
+    ) -> tuple[NDArray[np.float32], list[Mode]]:
+        """Query vectors for (sketch, text) pairs, one pass per tower, and the mode each was made with."""
+        combines = list(combines) if combines is not None else [None] * len(inputs)
+        modes = [self.mode_of(s is not None, bool(t), c) for (s, t), c in zip(inputs, combines, strict=True)]
+        out = np.zeros((len(inputs), self.dim), np.float32)
+        sketch_rows = [i for i, (s, _) in enumerate(inputs) if s is not None]
+        text_rows = [i for i, mode in enumerate(modes) if mode in ("text", "sum", "fusion")]
+        texts = dict(zip(text_rows, self.encode_texts([inputs[i][1] or "" for i in text_rows]), strict=True))
+        with torch.inference_mode():
+            pixels = self.preprocess_images([inputs[i][0] for i in sketch_rows]) if sketch_rows else None
+            features = self.composed.images(pixels.to(self.device, self.dtype)) if pixels is not None else None
+            composed: dict[int, NDArray[np.float32]] = {}
+            if features is not None:
+                words = self.composer.to_word(features.to(self.dtype))
+                tails = [
+                    self.composed.words([inputs[i][1] or ""])[0] if modes[i] in ("composed", "fusion") else None
+                    for i in sketch_rows
+                ]
+                vectors = self.composed.query(words, tails).cpu().numpy()
+                composed = dict(zip(sketch_rows, vectors, strict=True))
+                images = dict(zip(sketch_rows, features.cpu().numpy(), strict=True))
+        for i, mode in enumerate(modes):  # sketch, composed and text vectors are unit vectors already
+            if mode in ("sketch", "composed"):
+                out[i] = composed[i]
+            elif mode == "text":
+                out[i] = texts[i]
+            elif mode == "sum":
+                out[i] = unit(images[i] + texts[i])
+            else:  # late fusion: equal weights on the composed and the summed query's cosine scores
+                out[i] = unit(composed[i] + unit(images[i] + texts[i]))
+        return out, modes
+
+
+def unit(vector: NDArray[np.float32]) -> NDArray[np.float32]:
+    return (vector / max(float(np.linalg.norm(vector)), 1e-12)).astype(np.float32)
+
+
+def check_base(info: CheckpointInfo, fingerprint: str, what: str) -> None:
+    if fingerprint != info.base_fingerprint:
+        raise CheckpointError(
+            f"Checkpoint {info.path} was trained on {info.base_spec} (weights {info.base_fingerprint}), but "
+            f"{what} has weights {fingerprint}; use --model {info.base_spec} (or a copy of its weights file)."
+        )

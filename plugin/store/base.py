@@ -1,0 +1,216 @@
+"""What every vector store shares: the interface, point ids, context filters, sketchtext's payload and the binding
+of a collection to the model that made its vectors. `QdrantStore` (server, local mode) and `EdgeStore` (embedded
+default) both build on `StoreBase`."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+
+from sketchtext.plugin.errors import ModelMismatchError, QueryError, StoreError
+
+if TYPE_CHECKING:  # qdrant-client loads with a backend (it brings httpx, grpc and click): hosts import us cheaply
+    from qdrant_client import models
+
+EDGE_FOLDER = "edge"  # the Edge store's folder inside the embedded store folder
+
+# Payload fields that context filters may name; each gets a keyword index.
+FILTER_FIELDS = ("category", "scene", "sku")
+BINDING_KEY = "sketchtext_model"
+HOST_PAYLOAD_KEY = "sketchtext"
+
+FilterValue = str | int | Sequence[str | int]
+PointId = uuid.UUID | str | int
+
+
+def qdrant_id(value: PointId) -> str | int:
+    """A point id as Qdrant takes it: an unsigned integer or a UUID string (host ids may be either)."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    text = str(value).strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise StoreError(
+            f"Point id {value!r} is neither an unsigned integer nor a UUID, which is all Qdrant accepts; "
+            "use such host ids, or the default asset ids (SKETCHTEXT_STORE__POINT_IDS=asset)."
+        ) from None
+
+
+def build_filter(
+    context: Mapping[str, FilterValue | None] | None, host: models.Filter | None = None, *, prefix: str = ""
+) -> models.Filter | None:
+    """A Qdrant filter from `{"category": "shoes", "scene": ["beach", "street"]}` (one value or any of several),
+    combined (AND) with a host's own filter; `prefix` addresses fields nested under sketchtext's own object."""
+    from qdrant_client import models
+
+    must: list[Any] = []
+    for name, value in (context or {}).items():
+        if value is None:
+            continue
+        if name not in FILTER_FIELDS:
+            raise QueryError(
+                f"Unknown filter field {name!r}; valid fields: {', '.join(FILTER_FIELDS)}. "
+                "Pass a qdrant_client Filter for anything else."
+            )
+        if isinstance(value, str | int):
+            must.append(models.FieldCondition(key=prefix + name, match=models.MatchValue(value=value)))
+        else:
+            values = list(value)
+            if not values:
+                continue
+            must.append(models.FieldCondition(key=prefix + name, match=models.MatchAny(any=values)))  # type: ignore[arg-type]
+    if host is not None:
+        must.append(host)
+    return models.Filter(must=must) if must else None
+
+
+@runtime_checkable
+class VectorStore(Protocol):
+    """What ingest and search need from a vector store; `QdrantStore` and `EdgeStore` implement it."""
+
+    vector_name: str | None
+    host_points: bool  # points are a host's products: sketchtext's payload lives under one `sketchtext` object
+
+    @property
+    def payload_prefix(self) -> str:
+        """Where sketchtext's payload fields live in a point ('' or 'sketchtext.')."""
+
+    def own_payload(self, payload: Mapping[str, Any] | None) -> dict[str, Any]:
+        """sketchtext's fields of a point's payload."""
+
+    def exists(self, collection: str) -> bool:
+        """Whether the collection exists."""
+
+    def ensure_collection(self, collection: str, dim: int, fingerprint: str) -> None:
+        """Create the collection bound to a model fingerprint, or check that it is bound to it."""
+
+    def binding(self, collection: str) -> str | None:
+        """The fingerprint of the model that filled the collection (None when unbound)."""
+
+    def check_binding(self, collection: str, fingerprint: str) -> None:
+        """Raise `ModelMismatchError` unless the collection holds vectors of `fingerprint`."""
+
+    def upsert(
+        self,
+        collection: str,
+        ids: Sequence[uuid.UUID | str | int],
+        vectors: NDArray[np.float32],
+        payloads: Sequence[dict[str, Any]],
+    ) -> None:
+        """Write points; return only once they are stored."""
+
+    def delete(self, collection: str, ids: Sequence[uuid.UUID | str | int]) -> None:
+        """Remove points by id."""
+
+    def query(
+        self,
+        collection: str,
+        vector: NDArray[np.float32],
+        *,
+        query_filter: models.Filter | None = None,
+        limit: int = 10,
+    ) -> list[models.ScoredPoint]:
+        """Nearest points by cosine similarity, best first."""
+
+    def query_batch(
+        self, collection: str, requests: Sequence[tuple[NDArray[np.float32], models.Filter | None, int]]
+    ) -> list[list[models.ScoredPoint]]:
+        """Several (vector, filter, limit) queries at once; each result best first."""
+
+    def points(self, collection: str, page: int = 1000) -> Iterator[tuple[str | int, dict[str, Any]]]:
+        """Every point holding a sketchtext vector, as (id, sketchtext's payload)."""
+
+    def count(self, collection: str, query_filter: models.Filter | None = None) -> int:
+        """Points in the collection (matching a filter)."""
+
+    def optimize(self, collection: str) -> bool:
+        """Build search indexes for what was written, where the backend does not do it by itself."""
+
+    def close(self) -> None:
+        """Flush and release the store."""
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class StoreBase:
+    """What both backends do the same way; a backend adds its own reading and writing."""
+
+    vector_name: str | None
+    host_points: bool
+
+    @property
+    def payload_prefix(self) -> str:
+        """Where sketchtext's payload fields live: top level, or under `sketchtext.` in host points."""
+        return f"{HOST_PAYLOAD_KEY}." if self.host_points else ""
+
+    def own_payload(self, payload: Mapping[str, Any] | None) -> dict[str, Any]:
+        """sketchtext's fields of a point's payload."""
+        payload = payload or {}
+        return dict(payload.get(HOST_PAYLOAD_KEY) or {}) if self.host_points else dict(payload)
+
+    def own(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The payload to write for sketchtext's fields (nested under one object in host points)."""
+        return {HOST_PAYLOAD_KEY: payload} if self.host_points else payload
+
+    @property
+    def binding_field(self) -> str:
+        """The collection metadata key that names the model of this store's vector."""
+        return f"{BINDING_KEY}:{self.vector_name or ''}"
+
+    def binding(self, collection: str) -> str | None:
+        raise NotImplementedError
+
+    def check_binding(self, collection: str, fingerprint: str) -> None:
+        """Raise unless the collection exists and holds vectors of the model `fingerprint`."""
+        bound = self.binding(collection)
+        if bound is not None and bound != fingerprint:
+            raise ModelMismatchError.for_collection(collection, bound, fingerprint)
+
+    def check_vector_size(self, collection: str, size: int | None, dim: int) -> None:
+        """Raise unless a host collection's vector slot exists and has the model's dimension."""
+        if size is None:
+            raise StoreError(
+                f"Collection {collection!r} has no vector named {self.vector_name!r}; add one (cosine, size {dim}) "
+                "or set SKETCHTEXT_STORE__VECTOR_NAME to an existing one."
+            )
+        if size != dim:
+            raise ModelMismatchError(
+                f"Collection {collection!r} has vectors of size {size}, the model makes {dim}; "
+                "use another collection or vector name."
+            )
+
+    def query_batch(
+        self, collection: str, requests: Sequence[tuple[NDArray[np.float32], models.Filter | None, int]]
+    ) -> list[list[models.ScoredPoint]]:
+        raise NotImplementedError
+
+    def query(
+        self,
+        collection: str,
+        vector: NDArray[np.float32],
+        *,
+        query_filter: models.Filter | None = None,
+        limit: int = 10,
+    ) -> list[models.ScoredPoint]:
+        """Nearest points by cosine similarity, best first."""
+        return self.query_batch(collection, [(vector, query_filter, limit)])[0]
+
+    def close(self) -> None:
+        """Flush and release the store."""
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,241 @@
+"""The one module that talks to Qdrant: collections bound to a model, upserts, filtered queries."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from sketchtext.plugin.errors import (
+    CollectionNotFoundError,
+    ModelMismatchError,
+    StoreError,
+    StoreUnavailableError,
+)
+from sketchtext.plugin.settings import Settings
+from sketchtext.plugin.store.base import FILTER_FIELDS, HOST_PAYLOAD_KEY, PointId, StoreBase, qdrant_id
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def translated(what: str) -> Iterator[None]:
+    """Turn qdrant-client and transport errors into the project's errors."""
+    try:
+        yield
+    except (ResponseHandlingException, ConnectionError, TimeoutError) as exc:
+        raise StoreUnavailableError(
+            f"Qdrant is unreachable while trying to {what}: {exc}. "
+            "Check that it runs and that SKETCHTEXT_STORE__URL is right."
+        ) from exc
+    except ValueError as exc:  # local mode's way of saying 404
+        if "not found" not in str(exc):
+            raise
+        raise CollectionNotFoundError(
+            f"Cannot {what}: {exc}; ingest a catalog into it first (`sketchtext ingest ./catalog --collection NAME`)."
+        ) from exc
+    except UnexpectedResponse as exc:
+        if exc.status_code == 404:
+            raise CollectionNotFoundError(f"Qdrant says not found while trying to {what}: {exc.content!r}") from exc
+        raise StoreError(f"Qdrant refused to {what}: {exc}") from exc
+
+
+class QdrantStore(StoreBase):
+    """Vectors in Qdrant, local mode (`path=`) or a server, optionally as a named vector of a host's collection.
+
+    With `host_points`, points belong to the host (their ids are the host's product ids): sketchtext only adds or
+    replaces its named vector and keeps its payload under one `sketchtext` object, never touching the host's fields.
+    """
+
+    def __init__(
+        self,
+        client: QdrantClient,
+        *,
+        vector_name: str | None = None,
+        host_points: bool = False,
+        owns_client: bool = False,
+    ) -> None:
+        self.client = client
+        self.vector_name = vector_name
+        self.host_points = host_points
+        self._owns_client = owns_client
+
+    @classmethod
+    def open(cls, settings: Settings) -> QdrantStore:
+        """The server at `store.url`, else the embedded store folder under the data directory."""
+        store = settings.store
+        if store.url:
+            api_key = store.api_key.get_secret_value() if store.api_key else None
+            client = QdrantClient(url=store.url, api_key=api_key, timeout=int(store.timeout_s))
+        else:
+            client = open_local(settings.store_path)
+        return cls(client, vector_name=store.vector_name, host_points=store.point_ids == "host", owns_client=True)
+
+    def close(self) -> None:
+        if self._owns_client:
+            self.client.close()
+
+    # -- collections and their binding to a model
+    def binding(self, collection: str) -> str | None:
+        """The model fingerprint a collection's vectors were made with, or None when unbound."""
+        with translated(f"read collection {collection!r}"):
+            if not self.client.collection_exists(collection):
+                raise CollectionNotFoundError(
+                    f"Collection {collection!r} does not exist; ingest a catalog into it first "
+                    f"(`sketchtext ingest ./catalog --collection {collection}`)."
+                )
+            metadata = self.client.get_collection(collection).config.metadata or {}
+        value = metadata.get(self.binding_field)
+        return str(value) if value is not None else None
+
+    def ensure_collection(self, collection: str, dim: int, fingerprint: str) -> None:
+        """Create the collection (cosine, `dim`) bound to `fingerprint`, or check an existing one is bound to it."""
+        with translated(f"create collection {collection!r}"):
+            exists = self.client.collection_exists(collection)
+            if not exists:
+                vectors = models.VectorParams(size=dim, distance=models.Distance.COSINE)
+                self.client.create_collection(
+                    collection,
+                    vectors_config={self.vector_name: vectors} if self.vector_name else vectors,
+                    metadata={self.binding_field: fingerprint},
+                )
+                log.info("created collection %s (dim %d, model %s)", collection, dim, fingerprint)
+                self._create_indexes(collection)
+                return
+        bound = self.binding(collection)
+        if bound is None:  # a host's collection we have not written to yet
+            self._check_vector_params(collection, dim)
+            with translated(f"bind collection {collection!r}"):
+                self.client.update_collection(collection, metadata={self.binding_field: fingerprint})
+                self._create_indexes(collection)
+        elif bound != fingerprint:
+            raise ModelMismatchError.for_collection(collection, bound, fingerprint)
+
+    def _check_vector_params(self, collection: str, dim: int) -> None:
+        with translated(f"read collection {collection!r}"):
+            vectors = self.client.get_collection(collection).config.params.vectors
+        params = vectors.get(self.vector_name) if isinstance(vectors, dict) and self.vector_name else vectors
+        size = None if params is None or isinstance(params, dict) else params.size
+        self.check_vector_size(collection, size, dim)
+
+    def _create_indexes(self, collection: str) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # local mode ignores payload indexes, and says so
+            for field in FILTER_FIELDS:
+                self.client.create_payload_index(
+                    collection, self.payload_prefix + field, models.PayloadSchemaType.KEYWORD
+                )
+
+    # -- points
+    def upsert(
+        self,
+        collection: str,
+        ids: Sequence[PointId],
+        vectors: NDArray[np.float32],
+        payloads: Sequence[dict[str, Any]],
+    ) -> None:
+        """Write points in one request and wait until Qdrant has applied them.
+
+        Host points that already exist keep their other vectors and payload: only sketchtext's part changes."""
+        if not ids:
+            return
+        point_ids = [qdrant_id(i) for i in ids]
+        existing = self._existing(collection, point_ids) if self.host_points else set()
+        operations: list[Any] = []
+        new_points = []
+        for pid, vector, payload in zip(point_ids, vectors, payloads, strict=True):
+            named = {self.vector_name: vector.tolist()} if self.vector_name else vector.tolist()
+            own = self.own(payload)
+            if pid in existing:
+                operations.append(
+                    models.UpdateVectorsOperation(
+                        update_vectors=models.UpdateVectors(points=[models.PointVectors(id=pid, vector=named)])
+                    )
+                )
+                operations.append(models.SetPayloadOperation(set_payload=models.SetPayload(payload=own, points=[pid])))
+            else:
+                new_points.append(models.PointStruct(id=pid, vector=named, payload=own))
+        if new_points:
+            operations.append(models.UpsertOperation(upsert=models.PointsList(points=new_points)))
+        with translated(f"write {len(point_ids)} points to {collection!r}"):
+            self.client.batch_update_points(collection, update_operations=operations, wait=True)
+
+    def _existing(self, collection: str, ids: Sequence[str | int]) -> set[str | int]:
+        with translated(f"read points of {collection!r}"):
+            found = self.client.retrieve(collection, ids=list(ids), with_payload=False, with_vectors=False)
+        return {qdrant_id(point.id) for point in found}
+
+    def delete(self, collection: str, ids: Sequence[PointId]) -> None:
+        """Remove sketchtext's points; from host points, remove only sketchtext's vector and payload."""
+        if not ids:
+            return
+        selector = models.PointIdsList(points=[qdrant_id(i) for i in ids])
+        with translated(f"delete points from {collection!r}"):
+            if self.host_points and self.vector_name:
+                self.client.delete_vectors(collection, vectors=[self.vector_name], points=selector, wait=True)
+                self.client.delete_payload(collection, keys=[HOST_PAYLOAD_KEY], points=selector, wait=True)
+            else:
+                self.client.delete(collection, points_selector=selector, wait=True)
+
+    def query_batch(
+        self, collection: str, requests: Sequence[tuple[NDArray[np.float32], models.Filter | None, int]]
+    ) -> list[list[models.ScoredPoint]]:
+        """Several queries in one round trip; each result best first."""
+        batch = [
+            models.QueryRequest(
+                query=vector.tolist(), using=self.vector_name, filter=query_filter, limit=limit, with_payload=True
+            )
+            for vector, query_filter, limit in requests
+        ]
+        with translated(f"query {collection!r}"):
+            responses = self.client.query_batch_points(collection, requests=batch)
+        return [list(response.points) for response in responses]
+
+    def points(self, collection: str, page: int = 1000) -> Iterator[tuple[str | int, dict[str, Any]]]:
+        """Every point holding a sketchtext vector, as (id, sketchtext's payload)."""
+        offset: Any = None
+        while True:
+            with translated(f"read points of {collection!r}"):
+                records, offset = self.client.scroll(
+                    collection, limit=page, offset=offset, with_payload=True, with_vectors=False
+                )
+            for record in records:
+                own = self.own_payload(record.payload)
+                if own or not self.host_points:
+                    yield qdrant_id(record.id), own
+            if offset is None:
+                return
+
+    def exists(self, collection: str) -> bool:
+        with translated(f"read collection {collection!r}"):
+            return bool(self.client.collection_exists(collection))
+
+    def count(self, collection: str, query_filter: models.Filter | None = None) -> int:
+        with translated(f"count points of {collection!r}"):
+            return int(self.client.count(collection, count_filter=query_filter, exact=True).count)
+
+    def optimize(self, collection: str) -> bool:
+        """Nothing to do: a Qdrant server indexes by itself, and local mode has no index."""
+        return False
+
+
+def open_local(path: Path) -> QdrantClient:
+    """The embedded (local-mode) store; only one process may hold the folder."""
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        return QdrantClient(path=str(path))
+    except RuntimeError as exc:
+        if "already accessed" in str(exc):
+            raise StoreUnavailableError(
+                f"The embedded store {path} is in use by another process. Qdrant's local mode allows one process "
+                "at a time: stop the other one, or run a Qdrant server and set SKETCHTEXT_STORE__URL."
+            ) from exc
+        raise StoreError(f"Cannot open the embedded store {path}: {exc}") from exc
