@@ -34,6 +34,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from sketchtext.plugin.errors import DatabaseError, DatabaseUnavailableError, IngestBusyError
 
 # Fixed namespace so that asset ids (and Qdrant point ids) are the same on every machine and every retry.
+# The catalogue's own fields: a column each in SQL and a filterable payload field in Qdrant; every other sidecar
+# field lands in `extra`. The one list of them.
+CATALOG_FIELDS = ("sku", "title", "category", "scene", "host_id")
 ASSET_NAMESPACE = uuid.UUID("7d0c3a52-5f38-4c1e-9a8e-3b1f1c0d5e21")
 
 
@@ -93,6 +96,18 @@ class Asset(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
     embedded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The row as a host or the search page sees it, beside a hit."""
+        return {
+            "key": self.key,
+            **{name: getattr(self, name) for name in CATALOG_FIELDS},
+            "sha256": self.sha256,
+            "width": self.width,
+            "height": self.height,
+            "status": self.status.value,
+            "extra": self.extra,
+        }
 
 
 class IngestRun(Base):

@@ -104,22 +104,6 @@ def prepare_inputs(query: SketchTextQuery) -> QueryInput:
     return sketch, text or None
 
 
-def asset_dict(asset: Any) -> dict[str, Any]:
-    return {
-        "key": asset.key,
-        "sku": asset.sku,
-        "title": asset.title,
-        "category": asset.category,
-        "scene": asset.scene,
-        "host_id": asset.host_id,
-        "sha256": asset.sha256,
-        "width": asset.width,
-        "height": asset.height,
-        "status": asset.status.value,
-        "extra": asset.extra,
-    }
-
-
 def join_hits(
     points: Sequence[models.ScoredPoint],
     db: MetadataDB | None,
@@ -135,7 +119,7 @@ def join_hits(
             score=float(point.score),
             key=key,
             payload=dict(point.payload or {}),
-            asset=asset_dict(rows[key]) if key in rows else None,
+            asset=rows[key].as_dict() if key in rows else None,
         )
         for point, key in zip(points, keys, strict=True)
     ]

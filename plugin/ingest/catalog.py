@@ -11,13 +11,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from sketchtext.plugin.db import CATALOG_FIELDS, Asset
 from sketchtext.plugin.errors import CatalogError
 
 log = logging.getLogger(__name__)
 
 SIDECAR_NAMES = ("catalog.csv", "catalog.jsonl")
-# Fields with a column of their own in SQL and Qdrant; every other sidecar field lands in `extra`.
-KNOWN_FIELDS = ("sku", "title", "category", "scene", "host_id")
 
 
 @dataclass(frozen=True)
@@ -33,6 +32,17 @@ class CatalogEntry:
     host_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     problem: str | None = None  # known before reading: the file is unusable for this reason
+
+    @classmethod
+    def from_asset(cls, row: Asset, path: Path) -> CatalogEntry:
+        """The entry an asset's SQL row records (the queued driver's workers read entries this way)."""
+        return cls(
+            key=row.key, path=path, **{name: getattr(row, name) for name in CATALOG_FIELDS}, extra=dict(row.extra or {})
+        )
+
+    def catalog_fields(self) -> dict[str, Any]:
+        """The catalogue's own fields (`CATALOG_FIELDS`), None where the catalogue gives none."""
+        return {name: getattr(self, name) for name in CATALOG_FIELDS}
 
 
 def read_sidecar(root: Path) -> dict[str, dict[str, Any]]:
@@ -99,7 +109,7 @@ def make_entry(key: str, path: Path, meta: dict[str, Any]) -> CatalogEntry:
     """An entry from its key and sidecar row; the first-level folder is the category unless the row says otherwise."""
     parts = key.split("/")
     meta = dict(meta)
-    known = {name: (str(meta.pop(name)) if name in meta else None) for name in KNOWN_FIELDS}
+    known = {name: (str(meta.pop(name)) if name in meta else None) for name in CATALOG_FIELDS}
     if known["category"] is None and len(parts) > 1:
         known["category"] = parts[0]
     return CatalogEntry(key=key, path=path, extra=meta, **known)

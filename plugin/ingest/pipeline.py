@@ -120,25 +120,13 @@ class BatchResult:
 
 def catalog_row(collection: str, entry: CatalogEntry) -> dict[str, Any]:
     """An entry's catalog fields as SQL columns of `collection` (shared by both ingest drivers)."""
-    return {
-        "collection": collection,
-        "key": entry.key,
-        "category": entry.category,
-        "scene": entry.scene,
-        "sku": entry.sku,
-        "title": entry.title,
-        "host_id": entry.host_id,
-        "extra": entry.extra,
-    }
+    return {"collection": collection, "key": entry.key, **entry.catalog_fields(), "extra": entry.extra}
 
 
 def point_payload(entry: CatalogEntry) -> dict[str, Any]:
     """The filterable copy of an asset's metadata that travels with its vector."""
     payload: dict[str, Any] = {"key": entry.key}
-    for name in ("category", "scene", "sku", "title", "host_id"):
-        value = getattr(entry, name)
-        if value is not None:
-            payload[name] = value
+    payload.update((name, value) for name, value in entry.catalog_fields().items() if value is not None)
     if entry.extra:
         payload["extra"] = entry.extra
     return payload

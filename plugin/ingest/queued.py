@@ -170,18 +170,7 @@ def entries_for_job(db: MetadataDB, job: BatchJob) -> list[CatalogEntry]:
         if row is None:  # registered rows are the norm; a missing one falls back to the folder's category
             entries.append(make_entry(key, root / key, {}))
             continue
-        entries.append(
-            CatalogEntry(
-                key=key,
-                path=root / key,
-                category=row.category,
-                scene=row.scene,
-                sku=row.sku,
-                title=row.title,
-                host_id=row.host_id,
-                extra=dict(row.extra or {}),
-            )
-        )
+        entries.append(CatalogEntry.from_asset(row, root / key))
     return entries
 
 
