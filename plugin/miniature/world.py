@@ -352,6 +352,12 @@ def sketch_caption(shape: Shape, rng: np.random.Generator, name_p: float = 0.8) 
     return f"{rng.choice(_SKETCH_HEADS)} {_noun_phrase(shape, _pick_phrases(shape, rng), None, named)}"
 
 
+def category_sketch_captions(category: str) -> list[str]:
+    """Category-level captions of a drawing, e.g. "a line drawing of a boot": all a web-scale CLIP has seen."""
+    article = "an" if category[0] in "aeiou" else "a"
+    return [f"{head} {article} {category}" for head in _SKETCH_HEADS]
+
+
 def render_photo(
     shape: Shape, colourway: Colourway, scene: str = "studio", *, size: int = 64, seed: int | Sequence[int] = 0
 ) -> Image.Image:
