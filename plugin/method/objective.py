@@ -13,6 +13,7 @@ import torch
 from sketchtext.plugin.method.evaluation import accuracy, ranks, read_image
 from sketchtext.plugin.method.losses import (
     MethodCfg,
+    anchor_loss,
     composition_loss,
     neutral_text_loss,
     pool_regions,
@@ -62,6 +63,8 @@ def method_losses(
     queries = iter(cc.encode(rows).split(batch))
     s_l = next(queries)
     parts = {"trip": triplet_loss(s_l, p, cfg.margin)}
+    if cfg.lambda_anchor > 0:
+        parts["anchor"] = anchor_loss(s_l, s)
     if cfg.lambda_rt > 0:
         parts["rt"] = region_triplet_loss(s_l, regions, cfg.margin, cfg.region_temperature)
     if cfg.lambda_tt > 0:
