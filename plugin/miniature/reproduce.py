@@ -33,6 +33,7 @@ class ReproduceCfg:
 
     seed: int = 0
     categories: tuple[str, ...] = ("boot", "chair", "bag", "lamp")  # the shape families of the world
+    colours: tuple[str, ...] = ()  # the world's colour vocabulary (MiniatureCfg.colours); empty: every colour
     shapes_per_category: int = 300
     colourways_per_shape: int = 4
     pretrain_epochs: int = 8  # 4 gave a weaker foundation (photo→same shape 43 % @1 on val vs 65 %)
@@ -168,7 +169,8 @@ def reproduce(out: str | Path, size: str = "full", cfg: ReproduceCfg | None = No
 
     world = out / "world"
     say("generate", 0, 1)
-    generate_world(world, seed=cfg.seed, categories=cfg.categories, shapes_per_category=cfg.shapes_per_category,
+    generate_world(world, seed=cfg.seed, categories=cfg.categories, colours=cfg.colours,
+                   shapes_per_category=cfg.shapes_per_category,
                    colourways_per_shape=cfg.colourways_per_shape)  # fmt: skip
     timed("generate")
     clip = out / "mini-clip.safetensors"
