@@ -39,6 +39,8 @@ class StageBar:
 @click.option("--pretrain-epochs", type=click.IntRange(min=1), help="Override the size's pretraining epochs.")
 @click.option("--method-epochs", type=click.IntRange(min=1), help="Override the size's method epochs.")
 @click.option("--method-steps", type=click.IntRange(min=0), help="Override the size's method steps (0: whole epochs).")
+@click.option("--families", help="Comma-separated shape families (boot, chair, bag, lamp, mug, vase) for the world.")
+@click.option("--colours", help="Comma-separated colour vocabulary of the world (default: every colour).")
 @friendly_errors
 def reproduce(
     out: Path,
@@ -47,6 +49,8 @@ def reproduce(
     pretrain_epochs: int | None,
     method_epochs: int | None,
     method_steps: int | None,
+    families: str | None,
+    colours: str | None,
 ) -> None:
     """Generate a world, pretrain the mini CLIP, probe it, train the method, evaluate held-out shapes: table.md."""
     from sketchtext.plugin.miniature.probes import ProbeResult, format_table
@@ -57,6 +61,8 @@ def reproduce(
     start = time.perf_counter()
     try:
         given = {"pretrain_epochs": pretrain_epochs, "method_epochs": method_epochs, "method_steps": method_steps}
+        given["categories"] = tuple(f.strip() for f in families.split(",")) if families else None
+        given["colours"] = tuple(c.strip() for c in colours.split(",")) if colours else None
         table = run(out, size, config_for(size, seed, **{k: v for k, v in given.items() if v is not None}), bar)
     finally:
         bar.close()

@@ -23,7 +23,11 @@ from sketchtext.cli.common import friendly_errors
     "--caption-weight", type=click.FloatRange(min=0), default=2.0, show_default=True, help="Photo-caption term."
 )
 @click.option("--no-image-image", is_flag=True, help="Leave out the same-shape-other-colourway term.")
-@click.option("--no-sketch-photo", is_flag=True, help="Leave out the sketch-photo term.")
+@click.option(
+    "--leaky-sketch-photo",
+    is_flag=True,
+    help="Add the instance-level sketch-photo term and instance sketch captions (leaks the downstream task).",
+)
 @click.option("--no-sketch-captions", is_flag=True, help="Leave out the captioned sketches.")
 @click.option("--json", "as_json", is_flag=True, help="Print the sidecar as JSON.")
 @friendly_errors
@@ -37,7 +41,7 @@ def pretrain(
     threads: int,
     caption_weight: float,
     no_image_image: bool,
-    no_sketch_photo: bool,
+    leaky_sketch_photo: bool,
     no_sketch_captions: bool,
     as_json: bool,
 ) -> None:
@@ -56,7 +60,8 @@ def pretrain(
         threads=threads,
         caption_weight=caption_weight,
         image_image_weight=0.0 if no_image_image else PretrainCfg.image_image_weight,
-        sketch_photo_weight=0.0 if no_sketch_photo else PretrainCfg.sketch_photo_weight,
+        sketch_photo_weight=1.0 if leaky_sketch_photo else PretrainCfg.sketch_photo_weight,
+        instance_sketch_captions=leaky_sketch_photo,
         sketch_caption_weight=0.0 if no_sketch_captions else PretrainCfg.sketch_caption_weight,
     )
     with tqdm(desc="pretrain", unit="step", disable=as_json) as bar:

@@ -75,4 +75,16 @@ def test_total_weights_and_ramp() -> None:
     cfg = MethodCfg(lambda_rt=1, lambda_tt=2, lambda_comp=3, lambda_reg=4, lambda_rec=5)
     assert total_loss(parts, cfg) == 16
     assert total_loss(parts, cfg, ramp=0.0) == 1  # warm-up start: the triplet alone
-    assert set(MethodCfg().weights()) == {"rt", "tt", "comp", "reg", "rec"}
+    assert set(MethodCfg().weights()) == {"rt", "tt", "comp", "reg", "rec", "anchor"}
+    early = MethodCfg(lambda_rt=1, lambda_tt=2, lambda_comp=3, lambda_reg=4, lambda_rec=5, early=("rt",))
+    assert total_loss(parts, early, ramp=0.0) == 2  # the region term from the first step, composition after
+
+
+def test_the_anchor_pulls_the_sketch_query_to_a_fixed_sketch_embedding() -> None:
+    from sketchtext.plugin.method.losses import anchor_loss
+
+    sketch = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1).requires_grad_()
+    assert anchor_loss(sketch.detach(), sketch).item() == pytest.approx(0.0, abs=1e-6)
+    query = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1).requires_grad_()
+    anchor_loss(query, sketch).backward()
+    assert sketch.grad is None and query.grad is not None

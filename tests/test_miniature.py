@@ -214,3 +214,15 @@ def test_bad_settings_raise_config_errors(tmp_path: Path) -> None:
         build_world(MiniatureCfg(palette_size=100))
     with pytest.raises(ConfigError, match="valid settings"):
         generate_world(tmp_path, shapes=3)
+    with pytest.raises(ConfigError, match="colours"):
+        build_world(MiniatureCfg(colours=("red", "ultraviolet")))
+    with pytest.raises(ConfigError, match="palette_size"):
+        build_world(MiniatureCfg(colours=("red", "blue"), palette_size=32))
+
+
+def test_a_world_of_other_families_and_colours_uses_only_those() -> None:
+    colours = ("orange", "yellow", "green", "teal", "navy", "purple", "pink", "brown", "white", "beige")
+    world = build_world(MiniatureCfg(seed=1, categories=("mug", "vase"), colours=colours, shapes_per_category=12))
+    assert {p.shape.category for p in world.products} == {"mug", "vase"}
+    used = {c for p in world.products for c in (p.colourway.colour, p.colourway.colour2) if c}
+    assert used <= set(colours) and len(used) >= 5

@@ -45,10 +45,38 @@ def test_pretraining_reads_only_the_train_split(tiny_world: Path) -> None:
     from sketchtext.plugin.miniature.pretrain import build_data
 
     world = read_world(tiny_world)
-    data = build_data(world, lambda texts: np.zeros((len(texts), 4), np.int64), 16)
+    data = build_data(world, lambda texts: np.zeros((len(texts), 4), np.int64), 16, instance_sketch_captions=True)
     train = {p.path for p in world.photos_of("train")} | {s for s, _ in world.sketches_of("train")}
     assert len(data.pixels) == len(train)
     assert sum(len(c) for c in data.captions_of) == sum(1 for r in world.captions if r[2] == "train")
+
+
+def test_default_pretraining_never_pairs_a_sketch_with_its_photo_or_its_instance(tiny_world: Path) -> None:
+    from sketchtext.plugin.miniature.pretrain import IMAGE_TERMS, build_data, sample_batch
+    from sketchtext.plugin.miniature.world import category_sketch_captions
+
+    world = read_world(tiny_world)
+    cfg = PretrainCfg(**TINY)
+    data = build_data(world, lambda texts: np.zeros((len(texts), 4), np.int64), 16, cfg.instance_sketch_captions)
+    sketches = {i for _, group in data.groups for i in group}
+    names = {s for s, row in world.shapes.items() if row["split"] == "train"}
+    shapes = list(world.shape_groups("train"))  # build_data's group order
+    category = {i: world.shapes[shapes[g]]["category"] for g, (_, group) in enumerate(data.groups) for i in group}
+    rng = np.random.default_rng(0)
+    seen: set[str] = set()
+    for _ in range(50):
+        for term, (left, right) in sample_batch(data, cfg, rng).items():
+            seen.add(term)
+            for i, j in zip(left, right, strict=True):
+                if term in IMAGE_TERMS:
+                    assert (i in sketches) == (j in sketches), f"{term} paired a sketch with a photo"
+                elif i in sketches:  # a drawing's caption names its category only, never its product line or form
+                    text = data.texts[j]
+                    assert not any(name in text.split() for name in names), text
+                    assert text in category_sketch_captions(category[i]), text
+    assert seen == {"caption", "sketch_caption", "image_image"}
+    leaky = PretrainCfg(**TINY, sketch_photo_weight=1.0)  # the option still exists, off by default
+    assert "sketch_photo" in sample_batch(data, leaky, rng)
 
 
 def test_checkpoint_loads_through_load_encoder_with_identical_embeddings(tiny_world: Path, tmp_path: Path) -> None:
@@ -80,7 +108,8 @@ def test_probes_return_accuracies_in_range(tiny_world: Path, tiny_encoder) -> No
     assert {"photo_shape", "sketch_shape", "desc_shape", "name_shape", "colour_photo", "query_sum"} <= set(results)
     for r in results.values():
         assert 0.0 <= r.chance1 <= 1.0 and 0.0 <= r.acc1 <= r.acc10 <= 1.0 and r.n > 0
-    assert set(gate(results)) == {"photo_shape_acc1", "sketch_shape_acc10", "name_shape_acc10", "colour_photo_acc10"}
+    assert "sketch_category" in results
+    assert set(gate(results)) == {"photo_shape_acc1", "sketch_category_acc1", "name_shape_acc10", "colour_photo_acc10"}
 
 
 def test_rank_accuracy_counts_the_first_positive() -> None:

@@ -50,3 +50,12 @@ def test_demo_runs_end_to_end_on_a_tiny_catalogue(tmp_path: Path) -> None:
     with Image.open(sheet) as image:
         assert image.width > 500 and image.height > 200
     assert (tmp_path / "demo" / "table.md").is_file()
+
+
+def test_reproduce_builds_a_second_world_from_other_families_and_colours(tmp_path: Path) -> None:
+    args = ["reproduce", "--out", str(tmp_path / "run"), "--size", "micro", "--seed", "1", "--families", "mug,vase"]
+    colours = "orange,yellow,green,teal,navy,purple,pink,brown,white,beige"
+    result = CliRunner().invoke(main, [*args, "--colours", colours])
+    assert result.exit_code == 0, result.output
+    assert "families mug, vase" in result.output and "zero-shot sketch→photo Acc@1" in result.output
+    assert json.loads((tmp_path / "run" / "table.json").read_text())["config"]["categories"] == ["mug", "vase"]

@@ -101,3 +101,23 @@ def test_batches_by_folder_keep_each_batch_in_one_category_and_cover_every_pair(
     assert plain == [torch.randperm(40, generator=torch.Generator().manual_seed(0)).tolist()[i : i + 4]
                      for i in range(0, 40, 4)]  # fmt: skip
     assert any(len({pairs[i].photo.parent for i in batch}) > 1 for batch in plain)
+
+
+def test_the_best_epoch_is_the_one_with_the_best_val_composed_acc1(tmp_path: Path, one_thread: None) -> None:
+    from sketchtext.plugin.miniature.generate import generate_world
+
+    world = tmp_path / "world"
+    generate_world(world, seed=2, categories=("boot", "chair"), shapes_per_category=8, colourways_per_shape=2)
+    result = train(TINY_SPEC, world, tmp_path / "ck", cfg=TrainCfg(epochs=3, batch_size=8, lr=3e-2), device="cpu")
+    assert all("val_composed@1" in h for h in result.history)
+
+    def key(h: dict) -> tuple:
+        return h["val_composed@1"], h["val_composed@10"], h["val_acc@1"], h["val_acc@10"], -h["val_mean_rank"]
+
+    assert result.best_epoch == max(result.history[1:], key=key)["epoch"]
+    sketch_only = train(
+        TINY_SPEC, world, tmp_path / "ck2", cfg=TrainCfg(epochs=1, batch_size=8, select_by="sketch"), device="cpu"
+    )
+    assert "val_composed@1" not in sketch_only.history[-1]
+    with pytest.raises(ConfigError, match="select_by"):
+        train(TINY_SPEC, world, tmp_path / "ck3", cfg=TrainCfg(select_by="loss"), device="cpu")

@@ -27,6 +27,8 @@ class MethodCfg:
     lambda_comp: float = 0.5
     lambda_reg: float = 0.2
     lambda_rec: float = 0.05
+    lambda_anchor: float = 0.0  # δ(s_L, V(S)): keeps the sketch query near the tuned sketch embedding (its shape)
+    early: tuple[str, ...] = ()  # auxiliary terms at full weight from the first step; the others ramp up (warm-up)
     region_grid: int = 2  # photo regions for L_RT: patch tokens pooled to grid × grid cells
     region_temperature: float = 0.1  # softness of the query's attention over regions
 
@@ -100,16 +102,22 @@ def neutral_text_loss(neutral: torch.Tensor, sketch: torch.Tensor, photos: torch
     return (distance(neutral, photos) - distance(sketch.detach(), photos)).abs().mean()
 
 
+def anchor_loss(query: torch.Tensor, sketch: torch.Tensor) -> torch.Tensor:
+    """L_anchor: δ(s_L, s) with s = V(S) held fixed, so the shape V sees survives the text tower."""
+    return distance(query, sketch.detach()).mean()
+
+
 def reconstruction_loss(reconstructed: torch.Tensor, thumbnails: torch.Tensor) -> torch.Tensor:
     """L_rec: L1 between G's low-resolution reconstruction and the photo's thumbnail."""
     return F.l1_loss(reconstructed, thumbnails)
 
 
 def total_loss(parts: dict[str, torch.Tensor], cfg: MethodCfg, ramp: float = 1.0) -> torch.Tensor:
-    """L = L_trip + Σ λ_k · L_k over the auxiliary parts present, each λ_k scaled by `ramp` (warm-up, 0..1)."""
+    """L = L_trip + Σ λ_k · L_k over the auxiliary parts present, each λ_k scaled by `ramp` (warm-up, 0..1) unless
+    the term is one of `cfg.early`."""
     weights = cfg.weights()
     loss = parts["trip"]
     for name, value in parts.items():
         if name != "trip":
-            loss = loss + ramp * weights[name] * value
+            loss = loss + (1.0 if name in cfg.early else ramp) * weights[name] * value
     return loss

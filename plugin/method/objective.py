@@ -13,6 +13,7 @@ import torch
 from sketchtext.plugin.method.evaluation import accuracy, ranks, read_image
 from sketchtext.plugin.method.losses import (
     MethodCfg,
+    anchor_loss,
     composition_loss,
     neutral_text_loss,
     pool_regions,
@@ -21,7 +22,7 @@ from sketchtext.plugin.method.losses import (
     region_triplet_loss,
     triplet_loss,
 )
-from sketchtext.plugin.method.pairs import SketchPhotoPair, photos
+from sketchtext.plugin.method.pairs import SketchPhotoPair, TextQuery, photos
 from sketchtext.plugin.model.composer import ComposedCLIP
 
 
@@ -62,6 +63,8 @@ def method_losses(
     queries = iter(cc.encode(rows).split(batch))
     s_l = next(queries)
     parts = {"trip": triplet_loss(s_l, p, cfg.margin)}
+    if cfg.lambda_anchor > 0:
+        parts["anchor"] = anchor_loss(s_l, s)
     if cfg.lambda_rt > 0:
         parts["rt"] = region_triplet_loss(s_l, regions, cfg.margin, cfg.region_temperature)
     if cfg.lambda_tt > 0:
@@ -104,19 +107,31 @@ class PairImages(torch.utils.data.Dataset):  # type: ignore[type-arg]
 
 
 @torch.inference_mode()
-def validate(cc: ComposedCLIP, data: PairImages, device: str, batch: int) -> dict[str, float]:
-    """Trained-sketch FG-SBIR on the validation pairs: s_L of each sketch against the tuned gallery."""
+def validate(
+    cc: ComposedCLIP, data: PairImages, device: str, batch: int, text_set: Sequence[TextQuery] = ()
+) -> dict[str, float]:
+    """Trained-sketch FG-SBIR on the validation pairs: s_L of each sketch against the tuned gallery; with
+    `text_set`, also the composed queries T_t([P^L; s^w; T_w(text)]) as `composed@K`."""
     gallery = photos(data.pairs)
     index = {path: i for i, path in enumerate(gallery)}
     vectors = []
     for i in range(0, len(gallery), batch):
         pixels = torch.stack([data.image(p) for p in gallery[i : i + batch]]).to(device)
         vectors.append(cc.images(pixels))
+    photo_vectors = torch.cat(vectors).cpu().numpy()
     queries = []
     for i in range(0, len(data.pairs), batch):
         pixels = torch.stack([data.image(p.sketch) for p in data.pairs[i : i + batch]]).to(device)
         queries.append(cc.query(cc.composer.to_word(cc.images(pixels))))
-    rank = ranks(
-        torch.cat(queries).cpu().numpy(), torch.cat(vectors).cpu().numpy(), [index[p.photo] for p in data.pairs]
-    )
-    return {**accuracy(rank, (1, 5, 10)), "mean_rank": float(rank.mean())}
+    rank = ranks(torch.cat(queries).cpu().numpy(), photo_vectors, [index[p.photo] for p in data.pairs])
+    out = {**accuracy(rank, (1, 5, 10)), "mean_rank": float(rank.mean())}
+    usable = [q for q in text_set if q.target in index]
+    if usable:
+        composed = []
+        for i in range(0, len(usable), batch):
+            chunk = usable[i : i + batch]
+            pixels = torch.stack([data.image(q.sketch) for q in chunk]).to(device)
+            composed.append(cc.query(cc.composer.to_word(cc.images(pixels)), cc.words([q.text for q in chunk])))
+        rank = ranks(torch.cat(composed).cpu().numpy(), photo_vectors, [index[q.target] for q in usable])
+        out |= {f"composed{k.removeprefix('acc')}": v for k, v in accuracy(rank, (1, 5, 10)).items()}
+    return out

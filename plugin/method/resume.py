@@ -78,6 +78,7 @@ def load_state(
         return None
     state = torch.load(state_file, map_location="cpu", weights_only=True)
     previous = json.loads(state["identity"])
+    identity = json.loads(json.dumps(identity))  # as saved: tuples become lists
     if previous != identity:
         changed = sorted(k for k in identity if previous.get(k) != identity[k])
         raise ConfigError(

@@ -62,6 +62,7 @@ class TrainCfg:
     workers: int = 0  # image decoding processes when the set is too big to preload
     preload_images: int = 4096  # decode and preprocess up to this many images once, up front
     batch_by_folder: bool = False  # each batch from one photo folder (a category): fine-grained in-batch negatives
+    select_by: str = "composed"  # the best epoch: val "composed" Acc@1 (when the data has text queries) or "sketch"
 
 
 @dataclass(frozen=True)
@@ -89,9 +90,14 @@ class TrainResult:
     start_epoch: int
 
 
-def better(metrics: dict[str, float], best: dict[str, float] | None) -> bool:
-    key = (metrics["acc@1"], metrics["acc@10"], -metrics["mean_rank"])
-    return best is None or key > (best["acc@1"], best["acc@10"], -best["mean_rank"])
+def better(metrics: dict[str, float], best: dict[str, float] | None, select_by: str = "sketch") -> bool:
+    """Whether an epoch beats the best so far: by val composed Acc@1/@10 when asked and measured, else sketch."""
+
+    def key(m: dict[str, float]) -> tuple[float, ...]:
+        sketch = (m["acc@1"], m["acc@10"], -m["mean_rank"])
+        return (m["composed@1"], m["composed@10"], *sketch) if select_by == "composed" and "composed@1" in m else sketch
+
+    return best is None or key(metrics) > key(best)
 
 
 def autocast_dtype(device: str, cfg: TrainCfg) -> torch.dtype | None:
@@ -145,6 +151,8 @@ def train(
     cfg, method, composer_cfg = cfg or TrainCfg(), method or MethodCfg(), composer_cfg or ComposerCfg()
     if cfg.epochs < 1 or cfg.accumulate < 1 or cfg.batch_size < 0:
         raise ConfigError("epochs and accumulate must be at least 1, batch size at least 0 (0 = automatic).")
+    if cfg.select_by not in ("composed", "sketch"):
+        raise ConfigError(f"select_by must be 'composed' or 'sketch', got {cfg.select_by!r}.")
     # data
     pair_set = load_pairs(data)
     train_pairs, val_pairs, val_source = split_pairs(pair_set, cfg)
@@ -186,8 +194,15 @@ def train(
     batches_per_epoch = len(epoch_batches(train_pairs, batch_size, cfg.batch_by_folder, torch.Generator()))
     steps_per_epoch = -(-batches_per_epoch // cfg.accumulate)
     warmup_steps = cfg.aux_warmup * cfg.epochs * steps_per_epoch
+    text_set = []
+    queries = queries or (data / "queries.csv" if (data / "queries.csv").is_file() else None)
+    if queries is not None:
+        splits = {"val"} if pair_set.has("val") else {"train", "val"}
+        text_set = queries_for(load_queries(queries), photos(val_pairs), splits)
+    val_text = text_set if cfg.select_by == "composed" else []
     if not history:
-        history.append({"epoch": 0, **{f"val_{k}": v for k, v in validate(cc, val_set, device, batch_size).items()}})
+        untrained = validate(cc, val_set, device, batch_size, val_text)
+        history.append({"epoch": 0, **{f"val_{k}": v for k, v in untrained.items()}})
         log.info("untrained: %s", json.dumps(history[-1]))
 
     # the loop
@@ -224,11 +239,11 @@ def train(
         busy += time.perf_counter() - tick
 
         # validation, the best checkpoint, the state to resume from
-        metrics = validate(cc, val_set, device, batch_size)
+        metrics = validate(cc, val_set, device, batch_size, val_text)
         mean_losses = {f"loss_{name}": float(np.mean([row[name] for row in losses])) for name in losses[0]}
         history.append({"epoch": epoch + 1, **mean_losses, **{f"val_{k}": v for k, v in metrics.items()}})
         log.info("epoch %d/%d: %s", epoch + 1, cfg.epochs, json.dumps(history[-1]))
-        if better(metrics, best):
+        if better(metrics, best, cfg.select_by):
             best = {"epoch": epoch + 1, **metrics}
             save_checkpoint(out, model, composer, {**config, "validation": best, "history": history})
         save_state(out, identity, epoch + 1, trained_state(model, composer), optimizer, history, best)
@@ -239,11 +254,6 @@ def train(
 
     info = None
     if best is not None:
-        text_set = []
-        queries = queries or (data / "queries.csv" if (data / "queries.csv").is_file() else None)
-        if queries is not None:
-            splits = {"val"} if pair_set.has("val") else {"train", "val"}
-            text_set = queries_for(load_queries(queries), photos(val_pairs), splits)
         info = record_best_combine(read_checkpoint(out), model, preprocess, tokenizer, text_set, photos(val_pairs))
     rate = seen / busy if busy else 0.0
     return TrainResult(info, int(best["epoch"]) if best else 0, best or {}, history, rate, start)

@@ -1,11 +1,16 @@
 """Pretraining of the stand-in foundation CLIP on a generated world, readable top to bottom (nanoGPT style).
 
-What a web-scale CLIP knows, taught on the train split of a world only (val picks the best epoch, test is never
-read here): open_clip's ClipLoss on photo–caption pairs (captions name product lines and describe form, so the
-text tower gets words for shapes), on captioned line drawings, and two image–image terms with the same loss: the
-same shape in two colourways (so the image tower encodes shape, not just colour) and a sketch with a photo of its
-shape (so sketches land near their photos). Every batch holds distinct shapes, so no in-batch negative is the
-same product.
+What a web-scale CLIP knows, and no more, taught on the train split of a world only (val picks the best epoch,
+test is never read here): open_clip's ClipLoss on photo–caption pairs (captions name product lines and describe
+form, so the text tower gets words for shapes), on line drawings with *category-level* captions only ("a sketch
+of a boot": the drawings of the web), and photo–photo pairs of the same shape in two colourways (so the image
+tower encodes shape, not just colour). Every batch holds distinct shapes, so no in-batch negative is the same
+product.
+
+Two options, off by default, leak the downstream task (FG-SBIR's own supervision) into the foundation model and
+make its "zero-shot" baselines an FG-SBIR model: `sketch_photo_weight > 0` (a sketch paired with a photo of its
+shape) and `instance_sketch_captions` (the captions.csv rows of sketches, which name the product line and its
+form, so a sketch and its photo meet through the text tower).
 
 The bundled `sketchtext-mini` has a small convolutional image tower (timm's `test_resnet` through open_clip's
 timm adapter): on 2 shared CPU cores, tiny ViTs (patch 8 or 16) were still at chance on the image-image term after
@@ -32,6 +37,7 @@ from PIL import Image
 
 from sketchtext.plugin.errors import ConfigError
 from sketchtext.plugin.miniature.files import WorldFiles, read_world
+from sketchtext.plugin.miniature.world import category_sketch_captions
 
 if TYPE_CHECKING:
     import torch
@@ -54,9 +60,10 @@ class PretrainCfg:
     warmup_steps: int = 10
     shift: int = 4  # random translation in pixels (edge-padded)
     caption_weight: float = 2.0  # photo <-> caption; 2 keeps colour words (1 lost them: colour Acc@10 78% vs 88%)
-    sketch_caption_weight: float = 1.0  # sketch <-> caption (captions.csv rows of kind "sketch")
+    sketch_caption_weight: float = 1.0  # sketch <-> category-level caption ("a line drawing of a boot")
     image_image_weight: float = 1.0  # photo <-> same shape in another colourway
-    sketch_photo_weight: float = 1.0  # sketch <-> photo of its shape
+    sketch_photo_weight: float = 0.0  # sketch <-> photo of its shape; leaks the downstream task, keep 0
+    instance_sketch_captions: bool = False  # sketches captioned by captions.csv rows; leaks the downstream task
     threads: int = 1  # torch threads; on the shared 2-core machine 1 thread ran ~8x faster than 2 (OpenMP spin)
     save_dtype: str = "fp16"  # the saved weights; the in-memory model is rounded the same way, so both agree
     eval_split: str = "val"
@@ -70,6 +77,10 @@ class TrainData:
     tokens: torch.Tensor  # (C, L) int64
     captions_of: list[list[int]]  # image index -> caption rows
     groups: list[tuple[list[int], list[int]]]  # shape -> (photo indices, sketch indices)
+    texts: list[str]  # caption row -> its text
+
+
+IMAGE_TERMS = ("image_image", "sketch_photo")  # terms whose partners are images; the others pair captions
 
 
 def load_pixels(root: Path, paths: list[str], size: int) -> np.ndarray:
@@ -84,8 +95,9 @@ def load_pixels(root: Path, paths: list[str], size: int) -> np.ndarray:
     return out
 
 
-def build_data(world: WorldFiles, tokenizer: Any, size: int) -> TrainData:
-    """Read the train split's photos, sketches and captions (never another split's)."""
+def build_data(world: WorldFiles, tokenizer: Any, size: int, instance_sketch_captions: bool = False) -> TrainData:
+    """Read the train split's photos, sketches and captions (never another split's); sketches get category-level
+    captions unless `instance_sketch_captions`."""
     import torch
 
     groups_by_shape = world.shape_groups("train")
@@ -100,28 +112,46 @@ def build_data(world: WorldFiles, tokenizer: Any, size: int) -> TrainData:
         paths += sketches
         groups.append((list(range(first, mid)), list(range(mid, len(paths)))))
     index = {p: i for i, p in enumerate(paths)}
-    rows = [(index[path], text) for path, text, split, _ in world.captions if split == "train" and path in index]
+    sketches = {s for _, group in groups_by_shape.values() for s in group}
+    rows = [
+        (index[path], text)
+        for path, text, split, _ in world.captions
+        if split == "train" and path in index and (instance_sketch_captions or path not in sketches)
+    ]
+    if not instance_sketch_captions:
+        for shape, (_, group) in groups_by_shape.items():
+            texts = category_sketch_captions(world.shapes[shape]["category"])
+            rows += [(index[s], text) for s in group for text in texts]
     captions_of: list[list[int]] = [[] for _ in paths]
     for row, (i, _) in enumerate(rows):
         captions_of[i].append(row)
     pixels = torch.from_numpy(load_pixels(world.root, paths, size))
-    return TrainData(pixels, tokenizer([t for _, t in rows]), captions_of, groups)
+    texts = [t for _, t in rows]
+    return TrainData(pixels, tokenizer(texts), captions_of, groups, texts)
 
 
-def sample_batch(data: TrainData, batch: int, rng: np.random.Generator) -> dict[str, list[int]]:
-    """Distinct shapes; for each an anchor photo, the same shape in another colourway, a sketch, and captions."""
-    picks = rng.choice(len(data.groups), size=min(batch, len(data.groups)), replace=False)
-    out: dict[str, list[int]] = {"a": [], "b": [], "s": [], "cap_a": [], "cap_s": []}
+def sample_batch(data: TrainData, cfg: PretrainCfg, rng: np.random.Generator) -> dict[str, tuple[list[int], list[int]]]:
+    """The pairs of one step, by loss term: (image indices, partners), partners being caption rows or, for
+    `IMAGE_TERMS`, image indices. Distinct shapes; for each an anchor photo, the same shape in another colourway, a
+    sketch, and captions. Only the terms with a weight appear, so the batch shows exactly what the model is taught."""
+    picks = rng.choice(len(data.groups), size=min(cfg.batch_size, len(data.groups)), replace=False)
+    a_s, b_s, s_s, cap_a, cap_s = [], [], [], [], []
     for g in picks:
         photos, sketches = data.groups[g]
         a, b = rng.choice(photos, size=2, replace=False) if len(photos) > 1 else (photos[0], photos[0])
         s = int(rng.choice(sketches)) if sketches else int(a)
-        out["a"].append(int(a))
-        out["b"].append(int(b))
-        out["s"].append(s)
-        out["cap_a"].append(int(rng.choice(data.captions_of[a])) if data.captions_of[a] else -1)
-        out["cap_s"].append(int(rng.choice(data.captions_of[s])) if data.captions_of[s] and sketches else -1)
-    return out
+        a_s.append(int(a))
+        b_s.append(int(b))
+        s_s.append(s)
+        cap_a.append(int(rng.choice(data.captions_of[a])) if data.captions_of[a] else -1)
+        cap_s.append(int(rng.choice(data.captions_of[s])) if data.captions_of[s] and sketches else -1)
+    terms = {
+        "caption": (cfg.caption_weight, a_s, cap_a),
+        "sketch_caption": (cfg.sketch_caption_weight, s_s, cap_s),
+        "image_image": (cfg.image_image_weight, a_s, b_s),
+        "sketch_photo": (cfg.sketch_photo_weight, s_s, b_s),
+    }
+    return {name: (left, right) for name, (weight, left, right) in terms.items() if weight and min(right) >= 0}
 
 
 def to_input(pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, shift: int, gen: Any) -> torch.Tensor:
@@ -199,7 +229,7 @@ def pretrain(
     std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
 
     # data
-    data = build_data(world, tokenizer, size)
+    data = build_data(world, tokenizer, size, cfg.instance_sketch_captions)
     n_photos = sum(len(p) for p, _ in data.groups)
     steps_per_epoch = max(1, math.ceil(n_photos / cfg.batch_size))
     total = steps_per_epoch * cfg.epochs
@@ -233,23 +263,19 @@ def pretrain(
         model.train()
         sums: dict[str, float] = {}
         for _ in range(steps_per_epoch):
-            b = sample_batch(data, cfg.batch_size, rng)
-            images = to_input(data.pixels[b["a"] + b["b"] + b["s"]], mean, std, cfg.shift, gen)
-            fa, fb, fs = model.encode_image(images, normalize=True).chunk(3)
+            batch = sample_batch(data, cfg, rng)
+            ids = sorted({i for t, (left, right) in batch.items() for i in left + (right if t in IMAGE_TERMS else [])})
+            at = {i: k for k, i in enumerate(ids)}
+            feats = model.encode_image(to_input(data.pixels[ids], mean, std, cfg.shift, gen), normalize=True)
             scale = model.logit_scale.exp()
             parts: dict[str, torch.Tensor] = {}
-            if cfg.caption_weight and min(b["cap_a"]) >= 0:
-                parts["caption"] = cfg.caption_weight * clip_loss(
-                    fa, model.encode_text(data.tokens[b["cap_a"]], normalize=True), scale
+            for term, (left, right) in batch.items():
+                other = (
+                    feats[[at[i] for i in right]]
+                    if term in IMAGE_TERMS
+                    else model.encode_text(data.tokens[right], normalize=True)
                 )
-            if cfg.sketch_caption_weight and min(b["cap_s"]) >= 0:
-                parts["sketch_caption"] = cfg.sketch_caption_weight * clip_loss(
-                    fs, model.encode_text(data.tokens[b["cap_s"]], normalize=True), scale
-                )
-            if cfg.image_image_weight:
-                parts["image_image"] = cfg.image_image_weight * clip_loss(fa, fb, scale)
-            if cfg.sketch_photo_weight:
-                parts["sketch_photo"] = cfg.sketch_photo_weight * clip_loss(fs, fb, scale)
+                parts[term] = getattr(cfg, f"{term}_weight") * clip_loss(feats[[at[i] for i in left]], other, scale)
             if not parts:
                 raise ConfigError("Every loss weight is zero (or the world has no captions); enable one term.")
             loss = torch.stack(list(parts.values())).sum()

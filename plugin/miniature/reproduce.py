@@ -12,11 +12,15 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sketchtext.plugin.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sketchtext.plugin.method.losses import MethodCfg
+    from sketchtext.plugin.method.training import TrainCfg
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +32,8 @@ class ReproduceCfg:
     """Sizes of each stage; `SIZES` holds the named presets."""
 
     seed: int = 0
+    categories: tuple[str, ...] = ("boot", "chair", "bag", "lamp")  # the shape families of the world
+    colours: tuple[str, ...] = ()  # the world's colour vocabulary (MiniatureCfg.colours); empty: every colour
     shapes_per_category: int = 300
     colourways_per_shape: int = 4
     pretrain_epochs: int = 8  # 4 gave a weaker foundation (photo→same shape 43 % @1 on val vs 65 %)
@@ -38,6 +44,7 @@ class ReproduceCfg:
     method_lr: float = 3e-4  # best composed Acc@1 on val of 1e-4, 3e-4, 1e-3, 3e-3 (README, the paper in miniature)
     batch_by_folder: bool = False  # method batches from one category each (TrainCfg.batch_by_folder)
     method_lambdas: dict[str, float] = field(default_factory=dict)  # MethodCfg overrides, e.g. {"rt": 0.5}
+    method_early: tuple[str, ...] = ()  # MethodCfg.early: auxiliary terms not ramped up
     threads: int = 1  # on the shared 2-core machine one torch thread ran fastest
 
 
@@ -63,6 +70,23 @@ def config_for(size: str, seed: int = 0, **overrides: Any) -> ReproduceCfg:
     if size not in SIZES:
         raise ConfigError(f"Unknown size {size!r}; choose one of {', '.join(SIZES)}.")
     return replace(SIZES[size], seed=seed, **overrides)
+
+
+def method_configs(cfg: dict[str, Any]) -> tuple[TrainCfg, MethodCfg]:
+    """The method's settings of a run, from its `ReproduceCfg` as a dict (as table.json keeps it)."""
+    from sketchtext.plugin.method.losses import MethodCfg
+    from sketchtext.plugin.method.training import TrainCfg
+
+    tcfg = TrainCfg(
+        epochs=cfg["method_epochs"],
+        batch_size=cfg["method_batch"],
+        seed=cfg["seed"],
+        max_steps=cfg["method_steps"],
+        lr=cfg["method_lr"],
+        batch_by_folder=cfg["batch_by_folder"],
+    )
+    lambdas = {f"lambda_{k}": v for k, v in cfg["method_lambdas"].items()}
+    return tcfg, MethodCfg(**lambdas, early=tuple(cfg.get("method_early", ())))
 
 
 def oracle_accuracy(checkpoint: Path, data: Path, split: str = "test", batch: int = 64) -> dict[str, Any]:
@@ -105,7 +129,8 @@ def table_rows(report: dict[str, Any], oracle: dict[str, Any]) -> list[dict[str,
 
 def format_markdown(table: dict[str, Any]) -> str:
     lines = [
-        f"Held-out test shapes, seed {table['config']['seed']}, size {table['size']}: gallery of "
+        f"Held-out test shapes, seed {table['config']['seed']}, size {table['size']}, families "
+        f"{', '.join(table['config']['categories'])}: gallery of "
         f"{table['gallery']} photos, {table['sketches']} sketches, {table['text_queries']} sketch+text queries.",
         "",
         "| mode | queries | Acc@1 | Acc@10 |",
@@ -127,8 +152,7 @@ def reproduce(out: str | Path, size: str = "full", cfg: ReproduceCfg | None = No
     import torch
 
     from sketchtext.plugin.method.evaluation import evaluate
-    from sketchtext.plugin.method.losses import MethodCfg
-    from sketchtext.plugin.method.training import TrainCfg, train
+    from sketchtext.plugin.method.training import train
     from sketchtext.plugin.miniature.generate import generate_world
     from sketchtext.plugin.miniature.pretrain import PretrainCfg, pretrain
 
@@ -145,7 +169,8 @@ def reproduce(out: str | Path, size: str = "full", cfg: ReproduceCfg | None = No
 
     world = out / "world"
     say("generate", 0, 1)
-    generate_world(world, seed=cfg.seed, shapes_per_category=cfg.shapes_per_category,
+    generate_world(world, seed=cfg.seed, categories=cfg.categories, colours=cfg.colours,
+                   shapes_per_category=cfg.shapes_per_category,
                    colourways_per_shape=cfg.colourways_per_shape)  # fmt: skip
     timed("generate")
     clip = out / "mini-clip.safetensors"
@@ -154,15 +179,7 @@ def reproduce(out: str | Path, size: str = "full", cfg: ReproduceCfg | None = No
     timed("pretrain")
     base = f"open_clip:sketchtext-mini@{clip.resolve()}"
     method_dir = out / "method"
-    tcfg = TrainCfg(
-        epochs=cfg.method_epochs,
-        batch_size=cfg.method_batch,
-        seed=cfg.seed,
-        max_steps=cfg.method_steps,
-        lr=cfg.method_lr,
-        batch_by_folder=cfg.batch_by_folder,
-    )
-    method = MethodCfg(**{f"lambda_{k}": v for k, v in cfg.method_lambdas.items()})
+    tcfg, method = method_configs(asdict(cfg))
     result = train(base, world, method_dir, cfg=tcfg, method=method, device="cpu",
                    progress=lambda e: say("train", e.step, e.steps))  # fmt: skip
     timed("train")

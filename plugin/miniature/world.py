@@ -88,6 +88,7 @@ class MiniatureCfg:
     sketches_per_shape: int = 2
     image_size: int = 64
     palette_size: int = 32  # distinct colourways in the world, at most colours x patterns
+    colours: tuple[str, ...] = ()  # the colour vocabulary, a subset of COLOURS; empty: all of them
     shapes_per_colourway: int = 4  # target number of shapes sharing a colourway within one category and split
     split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
     captions_per_photo: int = 2
@@ -175,9 +176,12 @@ def check_cfg(cfg: MiniatureCfg) -> None:
         raise ConfigError(f"Unknown or repeated categories {list(cfg.categories)}; choose from {sorted(FAMILIES)}.")
     if cfg.shapes_per_category < 3:
         raise ConfigError("shapes_per_category must be at least 3 so that every split gets a shape.")
-    if not 1 <= cfg.colourways_per_shape <= cfg.palette_size <= len(COLOURS) * len(PATTERNS):
+    colours = cfg.colours or tuple(COLOURS)
+    if set(colours) - set(COLOURS) or len(set(colours)) != len(colours) or len(colours) < 2:
+        raise ConfigError(f"colours must be two or more distinct names from {list(COLOURS)}, got {list(colours)}.")
+    if not 1 <= cfg.colourways_per_shape <= cfg.palette_size <= len(colours) * len(PATTERNS):
         raise ConfigError(
-            f"Need 1 <= colourways_per_shape <= palette_size <= {len(COLOURS) * len(PATTERNS)}; "
+            f"Need 1 <= colourways_per_shape <= palette_size <= {len(colours) * len(PATTERNS)}; "
             f"got {cfg.colourways_per_shape} and {cfg.palette_size}."
         )
     if cfg.sketches_per_shape < 1 or cfg.image_size < 16 or cfg.shapes_per_colourway < 1:
@@ -227,7 +231,8 @@ def _sample_params(n: int, category: str, rng: np.random.Generator) -> list[tupl
 def _palette(cfg: MiniatureCfg) -> list[Colourway]:
     """The world's colourways: unique (colour, pattern) pairs covering every colour and pattern early."""
     rng = np.random.default_rng([cfg.seed, 0, 100])
-    names = [list(COLOURS)[i] for i in rng.permutation(len(COLOURS))]
+    vocabulary = list(cfg.colours or COLOURS)
+    names = [vocabulary[i] for i in rng.permutation(len(vocabulary))]
     out = []
     for i in range(cfg.palette_size):
         colour, pattern = names[i % len(names)], PATTERNS[(i // len(names) + i) % len(PATTERNS)]
@@ -268,6 +273,8 @@ def build_world(cfg: MiniatureCfg | None = None) -> World:
     cfg = cfg or MiniatureCfg()
     check_cfg(cfg)
     palette = _palette(cfg)
+    if len({c.slug + str(c.colour2) for c in palette}) != len(palette):
+        raise ConfigError(f"{len(cfg.colours)} colours repeat colourways in a palette of {cfg.palette_size}; add some.")
     names = iter(product_names(len(cfg.categories) * cfg.shapes_per_category, cfg.seed))
     shapes: list[Shape] = []
     products: list[Product] = []
@@ -350,6 +357,12 @@ def sketch_caption(shape: Shape, rng: np.random.Generator, name_p: float = 0.8) 
     """One caption of a sketch, e.g. "a line drawing of the pretzel boot with a pointed toe"."""
     named = bool(rng.random() < name_p)
     return f"{rng.choice(_SKETCH_HEADS)} {_noun_phrase(shape, _pick_phrases(shape, rng), None, named)}"
+
+
+def category_sketch_captions(category: str) -> list[str]:
+    """Category-level captions of a drawing, e.g. "a line drawing of a boot": all a web-scale CLIP has seen."""
+    article = "an" if category[0] in "aeiou" else "a"
+    return [f"{head} {article} {category}" for head in _SKETCH_HEADS]
 
 
 def render_photo(
