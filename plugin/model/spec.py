@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from sketchtext.plugin.errors import ConfigError, ModelError, ModelUnavailableError
+from sketchtext.plugin.errors import ConfigError, ModelError, ModelUnavailableError, SketchTextError
+from sketchtext.plugin.model.hub import unavailable_message, weights_from_hub
 
 log = logging.getLogger(__name__)
 
@@ -105,21 +107,21 @@ def create_clip(spec: ModelSpec, device: str = "cpu") -> tuple[Any, Any, Any]:
     quiet = RandomInitNotice() if pretrained is None else None
     if quiet:
         logging.getLogger().addFilter(quiet)
+    hub: AbstractContextManager[None] = nullcontext()
+    if path is None and spec.weights:
+        hub = weights_from_hub(str(spec), spec.arch, spec.weights)  # fails at once offline, never retries
     try:
-        with torch.random.fork_rng(devices=[]):
+        with hub, torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_INIT_SEED)  # random init must be reproducible: its fingerprint names the seed
             model, _, preprocess = open_clip.create_model_and_transforms(
                 spec.arch, pretrained=pretrained, device=device
             )
     except RuntimeError as exc:
         if path is None and spec.weights and ("download" in str(exc).lower() or "connection" in str(exc).lower()):
-            raise ModelUnavailableError(
-                f"Could not obtain weights for {spec} (offline?). Download the checkpoint on a connected machine "
-                f"(e.g. open_clip_pytorch_model.bin from the model's hub page) and point at it: "
-                f"--model open_clip:{spec.arch}@/path/to/open_clip_pytorch_model.bin "
-                "(or SKETCHTEXT_MODEL__SPEC)."
-            ) from exc
+            raise ModelUnavailableError(unavailable_message(str(spec), spec.arch)) from exc
         raise ModelError(f"Could not build {spec}: {exc}") from exc
+    except SketchTextError:
+        raise
     except Exception as exc:  # open_clip raises many types for bad tags and files
         raise ModelError(
             f"Could not build {spec}: {exc}. Check the pretrained tag (open_clip.list_pretrained()) or the file."
