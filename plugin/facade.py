@@ -14,9 +14,11 @@ from numpy.typing import NDArray
 from sketchtext.plugin.db import MetadataDB
 from sketchtext.plugin.errors import CatalogError
 from sketchtext.plugin.ingest.pipeline import IngestContext, IngestSummary, run_ingest
+from sketchtext.plugin.ingest.unchanged import ingest_unchanged
 from sketchtext.plugin.ingest.verify import Difference, find_differences
 from sketchtext.plugin.ingest.verify import repair as repair_differences
 from sketchtext.plugin.model.query import Mode, QueryEncoder
+from sketchtext.plugin.model.spec import model_fingerprint
 from sketchtext.plugin.search import SearchHit, SketchTextQuery, join_hits, prepare_inputs
 from sketchtext.plugin.settings import Settings, load_settings
 from sketchtext.plugin.store.base import VectorStore, build_filter
@@ -187,6 +189,12 @@ class SketchTextPlugin:
             prune: Also remove assets whose files are gone.
             progress: Called as `progress(entries_in_batch, total_entries)` after each batch.
         """
+        if self._encoder is None and not prune and not self.settings.queue.remote_encode:
+            model = self.settings.model  # a re-ingest with nothing new never loads the model
+            fingerprint = model_fingerprint(model.spec, model.checkpoint)
+            done = ingest_unchanged(self.store, self.db, self.collection, Path(root), fingerprint, progress)
+            if done is not None:
+                return done
         return run_ingest(
             self.ingest_context(),
             Path(root),

@@ -205,12 +205,7 @@ def prepare_batch(ctx: IngestContext, entries: Sequence[CatalogEntry]) -> Prepar
             continue
         sha256 = hashlib.sha256(data).hexdigest()
         previous = known.get(entry.key)
-        if (
-            previous is not None
-            and previous.status == AssetStatus.EMBEDDED
-            and previous.sha256 == sha256
-            and previous.model_fingerprint == ctx.encoder.fingerprint
-        ):
+        if previous is not None and previous.is_current(sha256, ctx.encoder.fingerprint):
             result.unchanged.append(entry.key)
             continue
         row.update(sha256=sha256, size=len(data))

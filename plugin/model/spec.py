@@ -90,6 +90,17 @@ def weights_fingerprint(spec: ModelSpec) -> str:
     return f"{spec.arch}@random-seed{RANDOM_INIT_SEED}"
 
 
+def model_fingerprint(spec: str, checkpoint: Path | None = None) -> str:
+    """The fingerprint `load_encoder(spec, checkpoint=...)` gives its encoder, without building the model (and
+    without importing torch when there is no checkpoint)."""
+    base = weights_fingerprint(ModelSpec.parse(spec))
+    if checkpoint is None:
+        return base
+    from sketchtext.plugin.model.checkpoint import read_checkpoint
+
+    return f"{base}+{read_checkpoint(checkpoint).fingerprint}"
+
+
 def create_clip(spec: ModelSpec, device: str = "cpu") -> tuple[Any, Any, Any]:
     """Build (model, preprocess, tokenizer) for a spec; the model is in eval mode, fp32, on `device`."""
     import open_clip
