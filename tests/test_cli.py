@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from sketchtext.cli.main import main
-from tests.conftest import TINY_SPEC
+from tests.conftest import TINY_SPEC, draw_product
 
 
 def run(*args: str, data_dir: Path):
@@ -60,3 +61,31 @@ def test_db_upgrade_and_downgrade(tmp_path: Path) -> None:
     assert up.exit_code == 0 and "revision 0001" in up.output
     down = run("db", "downgrade", "base", data_dir=data)
     assert down.exit_code == 0 and "revision None" in down.output
+
+
+def test_an_empty_catalogue_folder_fails_and_says_so(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = run("ingest", str(tmp_path / "empty"), "--model", TINY_SPEC, data_dir=tmp_path / "data")
+    assert result.exit_code == 1 and f"No files under {tmp_path / 'empty'}: nothing to ingest" in result.output
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        (
+            "catalog.csv",
+            'path,sku\nshoes/a.png,"SKU-1\nshoes/b.png,SKU-2\n',
+            "catalog.csv, line 2: unexpected end of data",
+        ),
+        ("catalog.csv", "path,sku\nshoes/a.png,SKU-1\n,SKU-2\n", "catalog.csv line 3 has no 'path'"),
+        ("catalog.csv", 'path,sku\nshoes/a.png,"SKU\n1"\n../x.png,X\n', "catalog.csv line 4 names '../x.png'"),
+        ("catalog.jsonl", '{"path": "shoes/a.png"}\n\n{"path": \n', "catalog.jsonl, line 3: Expecting value"),
+    ],
+    ids=["unclosed-quote", "no-path", "after-a-quoted-newline", "jsonl"],
+)
+def test_a_bad_sidecar_is_refused_with_its_line_number(tmp_path: Path, name: str, text: str, message: str) -> None:
+    root = tmp_path / "catalog"
+    draw_product(root / "shoes" / "a.png", 0, "red")
+    (root / name).write_text(text)
+    result = run("ingest", str(root), "--model", TINY_SPEC, data_dir=tmp_path / "data")
+    assert result.exit_code == 1 and message in result.output, result.output

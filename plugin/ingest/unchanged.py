@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sketchtext.plugin.db import MetadataDB
-from sketchtext.plugin.ingest.catalog import scan_catalog
+from sketchtext.plugin.ingest.catalog import catalog_entries
 from sketchtext.plugin.ingest.pipeline import BatchResult, IngestSummary, flag_shared_host_ids
 from sketchtext.plugin.store.base import VectorStore
 
@@ -24,7 +24,7 @@ def ingest_unchanged(
     """Record a run and return its summary when every file under `root` is embedded, unchanged, by the model
     `fingerprint`; None (nothing recorded) as soon as one file needs the model, so a full ingest follows."""
     started = time.perf_counter()
-    entries = list(scan_catalog(root))
+    entries = catalog_entries(root)
     if store.host_points:
         entries = flag_shared_host_ids(entries)
     if not entries or any(e.problem for e in entries) or not store.exists(collection):
