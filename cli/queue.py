@@ -155,10 +155,16 @@ def status(state: State, collection: str | None, limit: int, as_json: bool) -> N
     """Show the latest ingest runs and how many assets are embedded, pending or failed (from SQL)."""
     from sketchtext.plugin.db import MetadataDB
 
-    db = MetadataDB(state.settings().database_url)
+    settings = state.settings()
+    sqlite_file = settings.data_dir / "sketchtext.db" if settings.db.url is None else None
+    if sqlite_file is not None and not sqlite_file.is_file():  # look, but create nothing
+        click.echo(f"no ingest yet (no database at {sqlite_file}; run `sketchtext ingest ./catalog`)")
+        return
+    db = MetadataDB(settings.database_url)
     try:
         if db.current_revision() is None:
-            click.echo("no ingest yet (the database has no schema; run `sketchtext ingest` or `sketchtext db upgrade`)")
+            fix = "sketchtext ingest ./catalog" if db.engine.dialect.name == "sqlite" else "sketchtext db upgrade"
+            click.echo(f"no ingest yet (the database has no schema; run `{fix}`)")
             return
         runs = db.latest_runs(limit, collection)
         names = sorted({r.collection for r in runs} | ({collection} if collection else set()))

@@ -89,3 +89,18 @@ def test_a_bad_sidecar_is_refused_with_its_line_number(tmp_path: Path, name: str
     (root / name).write_text(text)
     result = run("ingest", str(root), "--model", TINY_SPEC, data_dir=tmp_path / "data")
     assert result.exit_code == 1 and message in result.output, result.output
+
+
+def test_status_and_search_on_a_missing_data_dir_create_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "nothing-here"
+    status = run("status", data_dir=missing)
+    assert status.exit_code == 0 and "no ingest yet" in status.output and "sketchtext ingest ./catalog" in status.output
+    search = run("search", "--text", "red", "--model", TINY_SPEC, data_dir=missing)
+    assert search.exit_code == 1 and "does not exist; ingest a catalog into it first" in search.output
+    assert not missing.exists()
+
+
+def test_status_on_an_unmigrated_server_database_says_db_upgrade(postgres_url: str, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["status"], env={"SKETCHTEXT_DB__URL": postgres_url}, catch_exceptions=False)
+    assert result.exit_code == 0 and "run `sketchtext db upgrade`" in result.output
+    assert "sketchtext ingest" not in result.output  # ingest refuses an unmigrated server database
