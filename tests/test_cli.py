@@ -104,3 +104,16 @@ def test_status_on_an_unmigrated_server_database_says_db_upgrade(postgres_url: s
     result = CliRunner().invoke(main, ["status"], env={"SKETCHTEXT_DB__URL": postgres_url}, catch_exceptions=False)
     assert result.exit_code == 0 and "run `sketchtext db upgrade`" in result.output
     assert "sketchtext ingest" not in result.output  # ingest refuses an unmigrated server database
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("open_clip:ViT-Q-99", "Unknown open_clip architecture 'ViT-Q-99'"),
+        ("open_clip:sketchtext-tiny@/no/such/file.safetensors", "Checkpoint file /no/such/file.safetensors does not"),
+    ],
+)
+def test_a_bad_model_spec_is_told_before_any_progress_bar(catalog: Path, tmp_path: Path, spec: str, message: str):
+    result = run("ingest", str(catalog), "--model", spec, data_dir=tmp_path / "data")
+    assert result.exit_code == 1 and message in result.output
+    assert "img" not in result.output and not (tmp_path / "data").exists()  # no bar, nothing written

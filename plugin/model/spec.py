@@ -6,7 +6,10 @@ torch and open_clip are imported inside functions so that importing the library 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
+import sys
+from collections.abc import Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from importlib import resources
@@ -101,6 +104,36 @@ def model_fingerprint(spec: str, checkpoint: Path | None = None) -> str:
     return f"{base}+{read_checkpoint(checkpoint).fingerprint}"
 
 
+def unknown_architecture(arch: str, known: Iterable[str]) -> ConfigError:
+    choices = ", ".join(sorted(m for m in known if m.startswith(("ViT-B", "ViT-L", "sketchtext"))))
+    return ConfigError(
+        f"Unknown open_clip architecture {arch!r}. Valid choices include: {choices} (see open_clip.list_models())."
+    )
+
+
+def known_architectures() -> set[str]:
+    """open_clip's architectures and the bundled ones, read from their config files unless open_clip is loaded (it
+    brings torch, seconds on a small machine)."""
+    with resources.as_file(resources.files("sketchtext.plugin.data")) as folder:
+        names = {config.stem for config in Path(folder).glob("*.json")}
+    if "open_clip" in sys.modules:
+        return names | set(sys.modules["open_clip"].list_models())
+    found = importlib.util.find_spec("open_clip")
+    for location in (found.submodule_search_locations or []) if found else []:
+        names |= {config.stem for config in Path(location, "model_configs").glob("*.json")}
+    return names
+
+
+def check_spec(text: str) -> ModelSpec:
+    """Parse a spec and check it before any work starts: the architecture is known, a weights file exists."""
+    spec = ModelSpec.parse(text)
+    known = known_architectures()
+    if spec.arch not in known:
+        raise unknown_architecture(spec.arch, known)
+    weights_file(spec)
+    return spec
+
+
 def create_clip(spec: ModelSpec, device: str = "cpu") -> tuple[Any, Any, Any]:
     """Build (model, preprocess, tokenizer) for a spec; the model is in eval mode, fp32, on `device`."""
     import open_clip
@@ -108,11 +141,7 @@ def create_clip(spec: ModelSpec, device: str = "cpu") -> tuple[Any, Any, Any]:
 
     register_bundled_configs()
     if spec.arch not in open_clip.list_models():
-        raise ConfigError(
-            f"Unknown open_clip architecture {spec.arch!r}. Valid choices include: "
-            f"{', '.join(m for m in open_clip.list_models() if m.startswith(('ViT-B', 'ViT-L', 'sketchtext')))} "
-            "(see open_clip.list_models() for all)."
-        )
+        raise unknown_architecture(spec.arch, open_clip.list_models())
     path = weights_file(spec)
     pretrained = str(path) if path is not None else spec.weights
     quiet = RandomInitNotice() if pretrained is None else None
