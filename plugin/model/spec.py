@@ -9,8 +9,8 @@ import hashlib
 import importlib.util
 import logging
 import sys
-from collections.abc import Iterable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -144,10 +144,7 @@ def create_clip(spec: ModelSpec, device: str = "cpu") -> tuple[Any, Any, Any]:
         raise unknown_architecture(spec.arch, open_clip.list_models())
     path = weights_file(spec)
     pretrained = str(path) if path is not None else spec.weights
-    quiet = RandomInitNotice() if pretrained is None else None
-    if quiet:
-        logging.getLogger().addFilter(quiet)
-    hub: AbstractContextManager[None] = nullcontext()
+    hub: AbstractContextManager[None] = quiet_random_init() if pretrained is None else nullcontext()
     if path is None and spec.weights:
         hub = weights_from_hub(str(spec), spec.arch, spec.weights)  # fails at once offline, never retries
     try:
@@ -166,9 +163,6 @@ def create_clip(spec: ModelSpec, device: str = "cpu") -> tuple[Any, Any, Any]:
         raise ModelError(
             f"Could not build {spec}: {exc}. Check the pretrained tag (open_clip.list_pretrained()) or the file."
         ) from exc
-    finally:
-        if quiet:
-            logging.getLogger().removeFilter(quiet)
     if pretrained is None:
         log.info("%s has seeded random weights (no tag or file in the spec): fine for tests, useless for search", spec)
     model.eval()
@@ -181,3 +175,14 @@ class RandomInitNotice(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith("No pretrained weights loaded")
+
+
+@contextmanager
+def quiet_random_init() -> Iterator[None]:
+    """Around an open_clip build meant to start from random weights: its warning would only alarm the user."""
+    notice = RandomInitNotice()
+    logging.getLogger().addFilter(notice)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(notice)
