@@ -97,17 +97,14 @@ def ingest_queued(
 
     from sketchtext.plugin.db import MetadataDB
     from sketchtext.plugin.ingest.queued import run_queued
-    from sketchtext.plugin.model.spec import ModelSpec, weights_fingerprint
+    from sketchtext.plugin.model.spec import model_fingerprint
     from sketchtext.workers.app import make_celery
     from sketchtext.workers.client import CeleryDispatcher, check_broker, workers_on_queue
 
     app = make_celery(settings)
     check_broker(app)  # before anything is recorded: a dead broker leaves SQL untouched
-    fingerprint = weights_fingerprint(ModelSpec.parse(settings.model.spec))
-    if settings.model.checkpoint is not None:  # the workers' gallery vectors come from the tuned tower
-        from sketchtext.plugin.model.checkpoint import read_checkpoint
-
-        fingerprint = f"{fingerprint}+{read_checkpoint(settings.model.checkpoint).fingerprint}"
+    # with a checkpoint, the workers' gallery vectors come from the tuned tower, and the fingerprint says so
+    fingerprint = model_fingerprint(settings.model.spec, settings.model.checkpoint)
     db = MetadataDB(settings.database_url)
     db.ensure_schema(auto_upgrade=db.engine.dialect.name == "sqlite")
     if not quiet and not workers_on_queue(app):
