@@ -60,17 +60,12 @@ def host_client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Qdra
         yield container.get_client()
 
 
-@pytest.fixture
-def host_collection(host_client: QdrantClient, tiny_encoder) -> QdrantClient:
-    """The host's products: its own ids, a `title` vector and payload, and an empty `sketch` vector slot."""
-    host_client.create_collection(
-        "products",
-        vectors_config={
-            "title": models.VectorParams(size=4, distance=models.Distance.DOT),
-            "sketch": models.VectorParams(size=tiny_encoder.dim, distance=models.Distance.COSINE),
-        },
-    )
-    host_client.upsert(
+def host_products(client: QdrantClient, **more_vectors: models.VectorParams) -> None:
+    """The host's own collection as a host makes it: its ids, a `title` vector and payload (no sketchtext slot
+    unless `more_vectors` has one)."""
+    title = models.VectorParams(size=4, distance=models.Distance.DOT)
+    client.create_collection("products", vectors_config={"title": title, **more_vectors})
+    client.upsert(
         "products",
         [
             models.PointStruct(
@@ -81,6 +76,12 @@ def host_collection(host_client: QdrantClient, tiny_encoder) -> QdrantClient:
             for i, pid in enumerate(HOST_IDS)
         ],
     )
+
+
+@pytest.fixture
+def host_collection(host_client: QdrantClient, tiny_encoder) -> QdrantClient:
+    """The host's products with an empty `sketch` vector slot made by the host."""
+    host_products(host_client, sketch=models.VectorParams(size=tiny_encoder.dim, distance=models.Distance.COSINE))
     return host_client
 
 
@@ -108,24 +109,6 @@ def host_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
 def plugin(host_collection: QdrantClient, host_settings: Settings, tiny_encoder) -> SketchTextPlugin:
     return SketchTextPlugin(
         host_settings, client=host_collection, collection="products", vector_name="sketch", encoder=tiny_encoder
-    )
-
-
-def host_products(client: QdrantClient) -> None:
-    """The host's own collection as a host makes it: its ids, a `title` vector and payload, no sketchtext slot."""
-    client.create_collection(
-        "products", vectors_config={"title": models.VectorParams(size=4, distance=models.Distance.DOT)}
-    )
-    client.upsert(
-        "products",
-        [
-            models.PointStruct(
-                id=pid,
-                vector={"title": [float(i), 1.0, 0.0, 0.0]},
-                payload={"name": f"product {pid}", "in_stock": i % 3 != 2, "category": "host-own-category"},
-            )
-            for i, pid in enumerate(HOST_IDS)
-        ],
     )
 
 
