@@ -58,8 +58,10 @@ def ingest(
     from tqdm import tqdm
 
     from sketchtext.plugin.facade import SketchTextPlugin
+    from sketchtext.plugin.model.spec import check_spec
 
     settings = settings_from(state, model_spec, device, precision, batch_size, collection, checkpoint)
+    check_spec(settings.model.spec)  # a bad spec is told at once, not after a progress bar and a model load
     if queued:
         from sketchtext.cli.queue import ingest_queued
 

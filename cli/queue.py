@@ -97,17 +97,14 @@ def ingest_queued(
 
     from sketchtext.plugin.db import MetadataDB
     from sketchtext.plugin.ingest.queued import run_queued
-    from sketchtext.plugin.model.spec import ModelSpec, weights_fingerprint
+    from sketchtext.plugin.model.spec import model_fingerprint
     from sketchtext.workers.app import make_celery
     from sketchtext.workers.client import CeleryDispatcher, check_broker, workers_on_queue
 
     app = make_celery(settings)
     check_broker(app)  # before anything is recorded: a dead broker leaves SQL untouched
-    fingerprint = weights_fingerprint(ModelSpec.parse(settings.model.spec))
-    if settings.model.checkpoint is not None:  # the workers' gallery vectors come from the tuned tower
-        from sketchtext.plugin.model.checkpoint import read_checkpoint
-
-        fingerprint = f"{fingerprint}+{read_checkpoint(settings.model.checkpoint).fingerprint}"
+    # with a checkpoint, the workers' gallery vectors come from the tuned tower, and the fingerprint says so
+    fingerprint = model_fingerprint(settings.model.spec, settings.model.checkpoint)
     db = MetadataDB(settings.database_url)
     db.ensure_schema(auto_upgrade=db.engine.dialect.name == "sqlite")
     if not quiet and not workers_on_queue(app):
@@ -155,10 +152,16 @@ def status(state: State, collection: str | None, limit: int, as_json: bool) -> N
     """Show the latest ingest runs and how many assets are embedded, pending or failed (from SQL)."""
     from sketchtext.plugin.db import MetadataDB
 
-    db = MetadataDB(state.settings().database_url)
+    settings = state.settings()
+    sqlite_file = settings.data_dir / "sketchtext.db" if settings.db.url is None else None
+    if sqlite_file is not None and not sqlite_file.is_file():  # look, but create nothing
+        click.echo(f"no ingest yet (no database at {sqlite_file}; run `sketchtext ingest ./catalog`)")
+        return
+    db = MetadataDB(settings.database_url)
     try:
         if db.current_revision() is None:
-            click.echo("no ingest yet (the database has no schema; run `sketchtext ingest` or `sketchtext db upgrade`)")
+            fix = "sketchtext ingest ./catalog" if db.engine.dialect.name == "sqlite" else "sketchtext db upgrade"
+            click.echo(f"no ingest yet (the database has no schema; run `{fix}`)")
             return
         runs = db.latest_runs(limit, collection)
         names = sorted({r.collection for r in runs} | ({collection} if collection else set()))

@@ -109,6 +109,10 @@ class Asset(Base):
             "extra": self.extra,
         }
 
+    def is_current(self, sha256: str, fingerprint: str) -> bool:
+        """Whether this file's content is embedded by the model `fingerprint` (nothing to do on a re-ingest)."""
+        return self.status == AssetStatus.EMBEDDED and self.sha256 == sha256 and self.model_fingerprint == fingerprint
+
 
 class IngestRun(Base):
     __tablename__ = "ingest_runs"

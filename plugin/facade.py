@@ -14,9 +14,11 @@ from numpy.typing import NDArray
 from sketchtext.plugin.db import MetadataDB
 from sketchtext.plugin.errors import CatalogError
 from sketchtext.plugin.ingest.pipeline import IngestContext, IngestSummary, run_ingest
+from sketchtext.plugin.ingest.unchanged import ingest_unchanged
 from sketchtext.plugin.ingest.verify import Difference, find_differences
 from sketchtext.plugin.ingest.verify import repair as repair_differences
 from sketchtext.plugin.model.query import Mode, QueryEncoder
+from sketchtext.plugin.model.spec import model_fingerprint
 from sketchtext.plugin.search import SearchHit, SketchTextQuery, join_hits, prepare_inputs
 from sketchtext.plugin.settings import Settings, load_settings
 from sketchtext.plugin.store.base import VectorStore, build_filter
@@ -153,9 +155,27 @@ class SketchTextPlugin:
     def ingest_context(self) -> IngestContext:
         return IngestContext(self.encoder, self.store, self.db, self.collection)
 
+    def add_to_collection(self, root: str | Path, *, batch_size: int | None = None) -> IngestSummary:
+        """Add sketchtext's named vector to the host's existing collection, then fill it from the catalogue.
+
+        The vector is `vector_name`, cosine, of the model's size; it is created with qdrant-client's
+        `create_vector_name` (Qdrant server and qdrant-client 1.18 or later, local mode, Qdrant Edge). The host's
+        points, vectors and payload stay as they are. Calling it again only embeds new or changed photos.
+
+        Args:
+            root: The catalog folder (with catalog.csv naming each photo's `host_id`).
+            batch_size: Images per encoder pass; defaults to `settings.model.batch_size`.
+
+        Raises:
+            CollectionNotFoundError: the collection does not exist.
+            StoreError: the server cannot add a named vector; the message gives the exact `VectorParams`.
+        """
+        self.store.add_vector(self.collection, self.encoder.dim)
+        return self.ingest(root, batch_size=batch_size)
+
     def ingest(
         self,
-        root: Path,
+        root: str | Path,
         *,
         batch_size: int | None = None,
         prune: bool = False,
@@ -169,15 +189,21 @@ class SketchTextPlugin:
             prune: Also remove assets whose files are gone.
             progress: Called as `progress(entries_in_batch, total_entries)` after each batch.
         """
+        if self._encoder is None and not prune and not self.settings.queue.remote_encode:
+            model = self.settings.model  # a re-ingest with nothing new never loads the model
+            fingerprint = model_fingerprint(model.spec, model.checkpoint)
+            done = ingest_unchanged(self.store, self.db, self.collection, Path(root), fingerprint, progress)
+            if done is not None:
+                return done
         return run_ingest(
             self.ingest_context(),
-            root,
+            Path(root),
             batch_size=batch_size or self.settings.model.batch_size,
             prune=prune,
             progress=progress,
         )
 
-    def verify(self, root: Path | None = None, *, repair: bool = False) -> list[Difference]:
+    def verify(self, root: str | Path | None = None, *, repair: bool = False) -> list[Difference]:
         """Compare SQL rows, Qdrant points and the files under `root` (default: the folder last ingested).
 
         Args:
@@ -187,7 +213,7 @@ class SketchTextPlugin:
         Returns:
             The differences found (after a repair: those left, normally none).
         """
-        root = root or self.db.latest_source(self.collection)
+        root = Path(root) if root is not None else self.db.latest_source(self.collection)
         if root is None:
             raise CatalogError(f"Nothing was ever ingested into {self.collection!r}; pass the catalog folder.")
         differences = find_differences(self.store, self.db, self.collection, root)

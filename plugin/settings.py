@@ -103,12 +103,14 @@ class Settings(BaseSettings):
         return self.store.path or self.data_dir / "qdrant"
 
 
-def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Settings from the environment, then `config_file` (or $SKETCHTEXT_CONFIG), with explicit overrides on top."""
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Settings from the environment, then `config_file` (or $SKETCHTEXT_CONFIG), with explicit overrides on top.
+
+    Paths (the file, `data_dir`, `model.checkpoint`, `store.path`, ...) may be `str` or `Path`.
+    """
     cls: type[Settings] = Settings
-    config_file = config_file or (
-        Path(os.environ["SKETCHTEXT_CONFIG"]) if os.environ.get("SKETCHTEXT_CONFIG") else None
-    )
+    config_file = config_file or os.environ.get("SKETCHTEXT_CONFIG") or None
+    config_file = Path(config_file).expanduser() if config_file else None
     if config_file is not None:
         if not config_file.is_file():
             raise ConfigError(f"Config file {config_file} does not exist; pass an existing TOML file.")

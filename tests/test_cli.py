@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from sketchtext.cli.main import main
-from tests.conftest import TINY_SPEC
+from tests.conftest import TINY_SPEC, draw_product
 
 
 def run(*args: str, data_dir: Path):
@@ -60,3 +61,59 @@ def test_db_upgrade_and_downgrade(tmp_path: Path) -> None:
     assert up.exit_code == 0 and "revision 0001" in up.output
     down = run("db", "downgrade", "base", data_dir=data)
     assert down.exit_code == 0 and "revision None" in down.output
+
+
+def test_an_empty_catalogue_folder_fails_and_says_so(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = run("ingest", str(tmp_path / "empty"), "--model", TINY_SPEC, data_dir=tmp_path / "data")
+    assert result.exit_code == 1 and f"No files under {tmp_path / 'empty'}: nothing to ingest" in result.output
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        (
+            "catalog.csv",
+            'path,sku\nshoes/a.png,"SKU-1\nshoes/b.png,SKU-2\n',
+            "catalog.csv, line 2: unexpected end of data",
+        ),
+        ("catalog.csv", "path,sku\nshoes/a.png,SKU-1\n,SKU-2\n", "catalog.csv line 3 has no 'path'"),
+        ("catalog.csv", 'path,sku\nshoes/a.png,"SKU\n1"\n../x.png,X\n', "catalog.csv line 4 names '../x.png'"),
+        ("catalog.jsonl", '{"path": "shoes/a.png"}\n\n{"path": \n', "catalog.jsonl, line 3: Expecting value"),
+    ],
+    ids=["unclosed-quote", "no-path", "after-a-quoted-newline", "jsonl"],
+)
+def test_a_bad_sidecar_is_refused_with_its_line_number(tmp_path: Path, name: str, text: str, message: str) -> None:
+    root = tmp_path / "catalog"
+    draw_product(root / "shoes" / "a.png", 0, "red")
+    (root / name).write_text(text)
+    result = run("ingest", str(root), "--model", TINY_SPEC, data_dir=tmp_path / "data")
+    assert result.exit_code == 1 and message in result.output, result.output
+
+
+def test_status_and_search_on_a_missing_data_dir_create_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "nothing-here"
+    status = run("status", data_dir=missing)
+    assert status.exit_code == 0 and "no ingest yet" in status.output and "sketchtext ingest ./catalog" in status.output
+    search = run("search", "--text", "red", "--model", TINY_SPEC, data_dir=missing)
+    assert search.exit_code == 1 and "does not exist; ingest a catalog into it first" in search.output
+    assert not missing.exists()
+
+
+def test_status_on_an_unmigrated_server_database_says_db_upgrade(postgres_url: str, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["status"], env={"SKETCHTEXT_DB__URL": postgres_url}, catch_exceptions=False)
+    assert result.exit_code == 0 and "run `sketchtext db upgrade`" in result.output
+    assert "sketchtext ingest" not in result.output  # ingest refuses an unmigrated server database
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("open_clip:ViT-Q-99", "Unknown open_clip architecture 'ViT-Q-99'"),
+        ("open_clip:sketchtext-tiny@/no/such/file.safetensors", "Checkpoint file /no/such/file.safetensors does not"),
+    ],
+)
+def test_a_bad_model_spec_is_told_before_any_progress_bar(catalog: Path, tmp_path: Path, spec: str, message: str):
+    result = run("ingest", str(catalog), "--model", spec, data_dir=tmp_path / "data")
+    assert result.exit_code == 1 and message in result.output
+    assert "img" not in result.output and not (tmp_path / "data").exists()  # no bar, nothing written

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,9 +18,11 @@ from qdrant_client import QdrantClient, models
 
 from sketchtext.plugin.errors import (
     CollectionNotFoundError,
+    ConfigError,
     EmptyQueryError,
     InvalidSketchError,
     ModelMismatchError,
+    StoreError,
     StoreUnavailableError,
 )
 from sketchtext.plugin.facade import SketchTextPlugin
@@ -26,6 +31,7 @@ from sketchtext.plugin.settings import Settings
 from tests.conftest import TINY_SPEC, docker_answers, draw_product
 
 REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "host_search.py"
 QDRANT_ENV = "SKETCHTEXT_TEST_QDRANT_URL"
 HOST_IDS = [101, 102, 103, 104, 105, 106]
 
@@ -54,17 +60,12 @@ def host_client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Qdra
         yield container.get_client()
 
 
-@pytest.fixture
-def host_collection(host_client: QdrantClient, tiny_encoder) -> QdrantClient:
-    """The host's products: its own ids, a `title` vector and payload, and an empty `sketch` vector slot."""
-    host_client.create_collection(
-        "products",
-        vectors_config={
-            "title": models.VectorParams(size=4, distance=models.Distance.DOT),
-            "sketch": models.VectorParams(size=tiny_encoder.dim, distance=models.Distance.COSINE),
-        },
-    )
-    host_client.upsert(
+def host_products(client: QdrantClient, **more_vectors: models.VectorParams) -> None:
+    """The host's own collection as a host makes it: its ids, a `title` vector and payload (no sketchtext slot
+    unless `more_vectors` has one)."""
+    title = models.VectorParams(size=4, distance=models.Distance.DOT)
+    client.create_collection("products", vectors_config={"title": title, **more_vectors})
+    client.upsert(
         "products",
         [
             models.PointStruct(
@@ -75,6 +76,12 @@ def host_collection(host_client: QdrantClient, tiny_encoder) -> QdrantClient:
             for i, pid in enumerate(HOST_IDS)
         ],
     )
+
+
+@pytest.fixture
+def host_collection(host_client: QdrantClient, tiny_encoder) -> QdrantClient:
+    """The host's products with an empty `sketch` vector slot made by the host."""
+    host_products(host_client, sketch=models.VectorParams(size=tiny_encoder.dim, distance=models.Distance.COSINE))
     return host_client
 
 
@@ -105,16 +112,60 @@ def plugin(host_collection: QdrantClient, host_settings: Settings, tiny_encoder)
     )
 
 
-def test_readme_host_example_runs_as_written(host_collection, host_settings, host_catalog, capsys) -> None:
+def test_readme_holds_the_host_example_verbatim() -> None:
     readme = (REPO / "README.md").read_text()
-    code = re.search(r"<!-- host-example -->\n```python\n(.*?)```\n<!-- /host-example -->", readme, re.S).group(1)
-    sketch_png = (host_catalog / "shoes/p101.png").read_bytes()
-    namespace = {"host_client": host_collection, "catalog_dir": host_catalog, "sketch_png": sketch_png}
-    exec(compile(code, "README.md", "exec"), namespace)
-    hits, points = namespace["hits"], namespace["points"]
-    assert [h.id for h in hits] == [p.id for p in points]
-    assert {h.id for h in hits} <= {101, 105}  # shoes that are in stock
-    assert "SKU-" in capsys.readouterr().out
+    block = re.search(r"<!-- examples/host_search.py -->\n```python\n(.*?)```\n<!-- /examples -->", readme, re.S)
+    assert block is not None and block.group(1) == EXAMPLE.read_text()
+
+
+def test_host_example_runs_as_pasted_on_a_collection_without_the_slot(host_catalog, tmp_path) -> None:
+    qdrant = tmp_path / "host-qdrant"
+    client = QdrantClient(path=str(qdrant))
+    host_products(client)
+    client.close()
+    env = {**os.environ, "SKETCHTEXT_DATA_DIR": str(tmp_path / "data"), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, str(EXAMPLE), str(host_catalog), str(host_catalog / "shoes/p101.png"), str(qdrant)]
+    for _ in range(2):  # the second run finds the slot there and nothing to embed
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.splitlines()
+        host_ids = lines[0].removeprefix("host query: ")
+        hits = [line.split() for line in lines[1:]]
+        assert [int(h[0]) for h in hits] == json.loads(host_ids)
+        assert {int(h[0]) for h in hits} == {101, 105}  # the shoes in stock
+        assert {h[2] for h in hits} == {"SKU-101", "SKU-105"} and hits[0][0] == "101"  # its own photo first
+    client = QdrantClient(path=str(qdrant))
+    point = client.retrieve("products", [101], with_vectors=True, with_payload=True)[0]
+    client.close()
+    assert point.vector["title"] == [0.0, 1.0, 0.0, 0.0] and point.payload["name"] == "product 101"
+    assert point.payload["category"] == "host-own-category" and point.payload["sketchtext"]["sku"] == "SKU-101"
+    assert len(point.vector["sketch"]) > 0
+
+
+@pytest.mark.parametrize("as_type", [str, Path])
+def test_add_to_collection_takes_str_or_path(host_client, host_catalog, tmp_path, tiny_encoder, as_type) -> None:
+    host_products(host_client)
+    settings = Settings(data_dir=as_type(tmp_path / "data"), store={"point_ids": "host"})
+    plugin = SketchTextPlugin(
+        settings, client=host_client, collection="products", vector_name="sketch", encoder=tiny_encoder
+    )
+    with pytest.raises(StoreError, match=r"add_to_collection\(catalog_dir\)"):
+        plugin.ingest(as_type(host_catalog))  # plain ingest names the call that adds the slot
+    assert len(plugin.add_to_collection(as_type(host_catalog)).result.embedded) == 6
+    assert len(plugin.add_to_collection(as_type(host_catalog)).result.embedded) == 0  # idempotent
+    assert plugin.verify(as_type(host_catalog)) == []
+    hit = plugin.search(SketchTextQuery(sketch=as_type(host_catalog / "bags/p104.png"), limit=1))[0]
+    assert hit.id == 104 and (tmp_path / "data" / "sketchtext.db").is_file()
+
+
+def test_add_to_collection_refuses_a_missing_collection_or_an_unnamed_vector(host_client, tmp_path, tiny_encoder):
+    settings = Settings(data_dir=tmp_path / "data", store={"point_ids": "host"})
+    plugin = SketchTextPlugin(settings, client=host_client, collection="nope", vector_name="sketch")
+    with pytest.raises(CollectionNotFoundError):
+        plugin.store.add_vector("nope", tiny_encoder.dim)
+    unnamed = SketchTextPlugin(settings, client=host_client, collection="products")
+    with pytest.raises(ConfigError, match="vector_name='sketch'"):
+        unnamed.store.add_vector("products", tiny_encoder.dim)
 
 
 def test_plugin_adds_to_host_points_without_touching_them(plugin, host_collection, host_catalog) -> None:

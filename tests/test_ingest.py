@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,7 @@ from sketchtext.plugin.errors import ModelMismatchError
 from sketchtext.plugin.facade import SketchTextPlugin
 from sketchtext.plugin.search import SketchTextQuery
 from sketchtext.plugin.settings import Settings
-from tests.conftest import draw_product
+from tests.conftest import TINY_SPEC, draw_product
 
 
 @pytest.fixture
@@ -65,6 +68,36 @@ def test_reingest_is_a_noop_and_a_changed_file_is_reembedded(plugin: SketchTextP
     (hit,) = plugin.search(SketchTextQuery(sketch=catalog / "bags/item1.jpg", limit=1))
     assert hit.key == "bags/item1.jpg" and hit.score == pytest.approx(1.0, abs=1e-4)
     assert plugin.store.count(plugin.collection) == 6
+
+
+UNCHANGED_PROBE = """
+import json, sys
+from sketchtext.plugin import SketchTextPlugin, load_settings
+with SketchTextPlugin(load_settings(data_dir=sys.argv[1], model={"spec": sys.argv[2], "device": "cpu"})) as plugin:
+    summary = plugin.ingest(sys.argv[3])
+    loaded = plugin._encoder is not None
+print(json.dumps({**summary.as_dict(), "loaded": loaded, "torch": "torch" in sys.modules}))
+"""
+
+
+def test_an_unchanged_reingest_never_loads_the_model(settings: Settings, tiny_encoder, catalog: Path) -> None:
+    with SketchTextPlugin(settings, encoder=tiny_encoder) as first:
+        first.ingest(catalog)
+    command = [sys.executable, "-c", UNCHANGED_PROBE, str(settings.data_dir), TINY_SPEC, str(catalog)]
+
+    def reingest() -> dict:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    again = reingest()
+    assert (again["unchanged"], again["embedded"], again["loaded"], again["torch"]) == (6, 0, False, False)
+    draw_product(catalog / "bags/item1.jpg", 9, "yellow")  # one file needs the model: it loads, and only it embeds
+    changed = reingest()
+    assert (changed["embedded"], changed["unchanged"], changed["loaded"]) == (1, 5, True)
+    with SketchTextPlugin(settings, encoder=tiny_encoder) as plugin:
+        runs = [plugin.ingest(catalog).run_id for _ in range(2)]
+        assert runs[1] == runs[0] + 1 == again["run_id"] + 3  # every re-ingest is recorded as a run
 
 
 def test_prune_removes_assets_whose_files_are_gone(plugin: SketchTextPlugin, catalog: Path) -> None:

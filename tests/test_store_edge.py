@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import qdrant_edge as qe
 from qdrant_client import models
 
-from sketchtext.plugin.errors import QueryError, StoreError
+from sketchtext.plugin.errors import CollectionNotFoundError, ModelMismatchError, QueryError, StoreError
 from sketchtext.plugin.store.base import FILTER_FIELDS, build_filter
 from sketchtext.plugin.store.edge import EdgeIndexCfg, EdgeStore
 from sketchtext.plugin.store.edge_convert import edge_filter
@@ -141,3 +142,24 @@ def test_exact_below_the_threshold_and_a_recalling_index_above(tmp_path: Path, t
             allowed = np.array([category is None or c == category for c in categories])
             truth = [[str(ids[i]) for i in np.argsort(-np.where(allowed, column, -2))[:10]] for column in exact.T]
             assert recall_at_k(found, truth) >= 0.99
+
+
+def test_add_vector_gives_a_host_collection_the_named_vector_and_keeps_its_own(tmp_path: Path) -> None:
+    with EdgeStore(tmp_path, vector_name="sketch", host_points=True) as store:
+        store.create_collection("products", {"title": (4, "Dot")}, {}, index_prefixes=[])
+        store.write("products", [qe.Point(7, {"title": [1.0, 0.0, 0.0, 0.0]}, {"name": "boot"})])
+        with pytest.raises(StoreError, match=r"add_to_collection"):
+            store.ensure_collection("products", 3, "m1")
+        assert store.add_vector("products", 3) is True
+        assert store.add_vector("products", 3) is False  # already there, and of the right size
+        with pytest.raises(ModelMismatchError, match="size 3, the model makes 5"):
+            store.add_vector("products", 5)
+        store.ensure_collection("products", 3, "m1")
+        store.upsert("products", [7], np.array([[0.0, 1.0, 0.0]], dtype=np.float32), [{"sku": "B-7"}])
+        record = store.shard("products").retrieve([7], True, True)[0]
+        assert record.payload == {"name": "boot", "sketchtext": {"sku": "B-7"}}
+        assert record.vector["title"] == [1.0, 0.0, 0.0, 0.0] and len(record.vector["sketch"]) == 3
+    with EdgeStore(tmp_path, vector_name="sketch") as again:
+        assert again.vector_size("products") == 3  # kept on disk
+        with pytest.raises(CollectionNotFoundError):
+            again.add_vector("missing", 3)

@@ -45,30 +45,61 @@ class CatalogEntry:
         return {name: getattr(self, name) for name in CATALOG_FIELDS}
 
 
+def sidecar_rows(sidecar: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number in the file, row) for each row of a CSV (with a header) or JSON-lines sidecar."""
+    with sidecar.open(newline="", encoding="utf-8") as fh:
+        if sidecar.suffix == ".csv":
+            reader = csv.DictReader(fh, strict=True)  # strict: an unclosed quote is an error, not a swallowed file
+            line = 1
+            try:
+                for row in reader:
+                    yield line + 1, row
+                    line = reader.line_num
+            except csv.Error as exc:
+                raise CatalogError(
+                    f"Cannot read {sidecar}, line {line + 1}: {exc} (an unclosed quote?). Fix the file (UTF-8 CSV)."
+                ) from exc
+            return
+        for number, text in enumerate(fh, start=1):
+            if not text.strip():
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise CatalogError(f"Cannot read {sidecar}, line {number}: {exc}. Fix the file (JSON lines).") from exc
+            yield number, row
+
+
 def read_sidecar(root: Path) -> dict[str, dict[str, Any]]:
     """Rows of `catalog.csv` or `catalog.jsonl` at the catalog root, keyed by their `path` column."""
-    rows: list[dict[str, Any]] = []
+    by_key: dict[str, dict[str, Any]] = {}
     for name in SIDECAR_NAMES:
         sidecar = root / name
         if not sidecar.is_file():
             continue
         try:
-            with sidecar.open(newline="", encoding="utf-8") as fh:
-                if name.endswith(".csv"):
-                    rows.extend(csv.DictReader(fh))
-                else:
-                    rows.extend(json.loads(line) for line in fh if line.strip())
-        except (UnicodeDecodeError, json.JSONDecodeError, csv.Error) as exc:
+            for number, row in sidecar_rows(sidecar):
+                key = str(row.get("path") or "").strip().replace("\\", "/")
+                where = f"{name} line {number}"
+                if not key:
+                    raise CatalogError(f"{where} has no 'path'; every row must name a file relative to {root}.")
+                if Path(key).is_absolute() or ".." in Path(key).parts:
+                    raise CatalogError(f"{where} names {key!r}, outside the catalog; use a path inside {root}.")
+                by_key[key] = {k: v for k, v in row.items() if k != "path" and v not in (None, "")}
+        except UnicodeDecodeError as exc:
             raise CatalogError(f"Cannot read {sidecar}: {exc}. Fix the file (UTF-8 CSV or JSON lines).") from exc
-    by_key: dict[str, dict[str, Any]] = {}
-    for number, row in enumerate(rows, start=1):
-        key = str(row.get("path") or "").strip().replace("\\", "/")
-        if not key:
-            raise CatalogError(f"Sidecar row {number} has no 'path'; every row must name a file relative to {root}.")
-        if Path(key).is_absolute() or ".." in Path(key).parts:
-            raise CatalogError(f"Sidecar row {number} names {key!r}, outside the catalog; use a path inside {root}.")
-        by_key[key] = {k: v for k, v in row.items() if k != "path" and v not in (None, "")}
     return by_key
+
+
+def catalog_entries(root: Path) -> list[CatalogEntry]:
+    """`scan_catalog` as a list; an empty folder is an error (there is nothing to ingest)."""
+    entries = list(scan_catalog(root))
+    if not entries:
+        raise CatalogError(
+            f"No files under {root.expanduser()}: nothing to ingest. Put the photos there (first-level folders are "
+            "categories), or check the path."
+        )
+    return entries
 
 
 def display_key(relative: str) -> str:

@@ -33,7 +33,7 @@ from sketchtext.plugin.errors import (
     StoreUnavailableError,
 )
 from sketchtext.plugin.images import DEFAULT_MAX_PIXELS, decode_image
-from sketchtext.plugin.ingest.catalog import CatalogEntry, scan_catalog
+from sketchtext.plugin.ingest.catalog import CatalogEntry, catalog_entries
 from sketchtext.plugin.model.clip import ClipEncoder
 from sketchtext.plugin.store.base import PointId, VectorStore, qdrant_id
 
@@ -193,12 +193,7 @@ def prepare_batch(ctx: IngestContext, entries: Sequence[CatalogEntry]) -> Prepar
             continue
         sha256 = hashlib.sha256(data).hexdigest()
         previous = known.get(entry.key)
-        if (
-            previous is not None
-            and previous.status == AssetStatus.EMBEDDED
-            and previous.sha256 == sha256
-            and previous.model_fingerprint == ctx.encoder.fingerprint
-        ):
+        if previous is not None and previous.is_current(sha256, ctx.encoder.fingerprint):
             result.unchanged.append(entry.key)
             continue
         row.update(sha256=sha256, size=len(data))
@@ -397,7 +392,7 @@ def run_ingest(
 ) -> IngestSummary:
     """Ingest a catalog folder inline, batch after batch; `progress(n, total)` hears of each finished batch."""
     started = time.perf_counter()
-    entries = list(scan_catalog(root))
+    entries = catalog_entries(root)
     if ctx.store.host_points:
         entries = flag_shared_host_ids(entries)
     with ctx.db.exclusive(f"the ingest lock of collection {ctx.collection!r}"):

@@ -18,7 +18,7 @@ from typing import Any, Protocol, TypeVar
 
 from sketchtext.plugin.db import Asset, AssetStatus, MetadataDB
 from sketchtext.plugin.errors import CatalogError, QueueError
-from sketchtext.plugin.ingest.catalog import CatalogEntry, make_entry, scan_catalog
+from sketchtext.plugin.ingest.catalog import CatalogEntry, catalog_entries, make_entry
 from sketchtext.plugin.ingest.pipeline import BatchResult, IngestSummary, batched, catalog_row
 
 log = logging.getLogger(__name__)
@@ -222,7 +222,7 @@ def run_queued(
     """
     started = time.perf_counter()
     root = root.expanduser().absolute()  # workers open files by this path: mount the catalog there too
-    entries = list(scan_catalog(root))
+    entries = catalog_entries(root)
     plan = plan_run(db, collection, entries, fingerprint)
     run_id = db.start_run(collection, str(root), fingerprint, len(entries))
     total = BatchResult(unchanged=list(plan.unchanged))

@@ -205,7 +205,7 @@ def pretrain(
 
     from sketchtext.plugin.miniature.probes import gate, run_probes, score
     from sketchtext.plugin.model.clip import ClipEncoder
-    from sketchtext.plugin.model.spec import register_bundled_configs
+    from sketchtext.plugin.model.spec import quiet_random_init, register_bundled_configs
 
     cfg = cfg or PretrainCfg()
     if cfg.epochs < 1 or cfg.batch_size < 2:
@@ -222,7 +222,8 @@ def pretrain(
     if cfg.arch not in open_clip.list_models():
         raise ConfigError(f"Unknown architecture {cfg.arch!r}; bundled ones start with 'sketchtext-'.")
     torch.manual_seed(cfg.seed)
-    model, _, preprocess = open_clip.create_model_and_transforms(cfg.arch)
+    with quiet_random_init():  # a random start is what pretraining means
+        model, _, preprocess = open_clip.create_model_and_transforms(cfg.arch)
     tokenizer = open_clip.get_tokenizer(cfg.arch)
     size = int(model.visual.image_size[0])
     mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)

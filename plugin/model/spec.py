@@ -6,13 +6,18 @@ torch and open_clip are imported inside functions so that importing the library 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from sketchtext.plugin.errors import ConfigError, ModelError, ModelUnavailableError
+from sketchtext.plugin.errors import ConfigError, ModelError, ModelUnavailableError, SketchTextError
+from sketchtext.plugin.model.hub import unavailable_message, weights_from_hub
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +93,47 @@ def weights_fingerprint(spec: ModelSpec) -> str:
     return f"{spec.arch}@random-seed{RANDOM_INIT_SEED}"
 
 
+def model_fingerprint(spec: str, checkpoint: Path | None = None) -> str:
+    """The fingerprint `load_encoder(spec, checkpoint=...)` gives its encoder, without building the model (and
+    without importing torch when there is no checkpoint)."""
+    base = weights_fingerprint(ModelSpec.parse(spec))
+    if checkpoint is None:
+        return base
+    from sketchtext.plugin.model.checkpoint import read_checkpoint
+
+    return f"{base}+{read_checkpoint(checkpoint).fingerprint}"
+
+
+def unknown_architecture(arch: str, known: Iterable[str]) -> ConfigError:
+    choices = ", ".join(sorted(m for m in known if m.startswith(("ViT-B", "ViT-L", "sketchtext"))))
+    return ConfigError(
+        f"Unknown open_clip architecture {arch!r}. Valid choices include: {choices} (see open_clip.list_models())."
+    )
+
+
+def known_architectures() -> set[str]:
+    """open_clip's architectures and the bundled ones, read from their config files unless open_clip is loaded (it
+    brings torch, seconds on a small machine)."""
+    with resources.as_file(resources.files("sketchtext.plugin.data")) as folder:
+        names = {config.stem for config in Path(folder).glob("*.json")}
+    if "open_clip" in sys.modules:
+        return names | set(sys.modules["open_clip"].list_models())
+    found = importlib.util.find_spec("open_clip")
+    for location in (found.submodule_search_locations or []) if found else []:
+        names |= {config.stem for config in Path(location, "model_configs").glob("*.json")}
+    return names
+
+
+def check_spec(text: str) -> ModelSpec:
+    """Parse a spec and check it before any work starts: the architecture is known, a weights file exists."""
+    spec = ModelSpec.parse(text)
+    known = known_architectures()
+    if spec.arch not in known:
+        raise unknown_architecture(spec.arch, known)
+    weights_file(spec)
+    return spec
+
+
 def create_clip(spec: ModelSpec, device: str = "cpu") -> tuple[Any, Any, Any]:
     """Build (model, preprocess, tokenizer) for a spec; the model is in eval mode, fp32, on `device`."""
     import open_clip
@@ -95,38 +141,28 @@ def create_clip(spec: ModelSpec, device: str = "cpu") -> tuple[Any, Any, Any]:
 
     register_bundled_configs()
     if spec.arch not in open_clip.list_models():
-        raise ConfigError(
-            f"Unknown open_clip architecture {spec.arch!r}. Valid choices include: "
-            f"{', '.join(m for m in open_clip.list_models() if m.startswith(('ViT-B', 'ViT-L', 'sketchtext')))} "
-            "(see open_clip.list_models() for all)."
-        )
+        raise unknown_architecture(spec.arch, open_clip.list_models())
     path = weights_file(spec)
     pretrained = str(path) if path is not None else spec.weights
-    quiet = RandomInitNotice() if pretrained is None else None
-    if quiet:
-        logging.getLogger().addFilter(quiet)
+    hub: AbstractContextManager[None] = quiet_random_init() if pretrained is None else nullcontext()
+    if path is None and spec.weights:
+        hub = weights_from_hub(str(spec), spec.arch, spec.weights)  # fails at once offline, never retries
     try:
-        with torch.random.fork_rng(devices=[]):
+        with hub, torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_INIT_SEED)  # random init must be reproducible: its fingerprint names the seed
             model, _, preprocess = open_clip.create_model_and_transforms(
                 spec.arch, pretrained=pretrained, device=device
             )
     except RuntimeError as exc:
         if path is None and spec.weights and ("download" in str(exc).lower() or "connection" in str(exc).lower()):
-            raise ModelUnavailableError(
-                f"Could not obtain weights for {spec} (offline?). Download the checkpoint on a connected machine "
-                f"(e.g. open_clip_pytorch_model.bin from the model's hub page) and point at it: "
-                f"--model open_clip:{spec.arch}@/path/to/open_clip_pytorch_model.bin "
-                "(or SKETCHTEXT_MODEL__SPEC)."
-            ) from exc
+            raise ModelUnavailableError(unavailable_message(str(spec), spec.arch)) from exc
         raise ModelError(f"Could not build {spec}: {exc}") from exc
+    except SketchTextError:
+        raise
     except Exception as exc:  # open_clip raises many types for bad tags and files
         raise ModelError(
             f"Could not build {spec}: {exc}. Check the pretrained tag (open_clip.list_pretrained()) or the file."
         ) from exc
-    finally:
-        if quiet:
-            logging.getLogger().removeFilter(quiet)
     if pretrained is None:
         log.info("%s has seeded random weights (no tag or file in the spec): fine for tests, useless for search", spec)
     model.eval()
@@ -139,3 +175,14 @@ class RandomInitNotice(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith("No pretrained weights loaded")
+
+
+@contextmanager
+def quiet_random_init() -> Iterator[None]:
+    """Around an open_clip build meant to start from random weights: its warning would only alarm the user."""
+    notice = RandomInitNotice()
+    logging.getLogger().addFilter(notice)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(notice)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
-from sketchtext.plugin.errors import ModelMismatchError, QueryError, StoreError
+from sketchtext.plugin.errors import ConfigError, ModelMismatchError, QueryError, StoreError
 
 if TYPE_CHECKING:  # qdrant-client loads with a backend (it brings httpx, grpc and click): hosts import us cheaply
     from qdrant_client import models
@@ -92,6 +92,9 @@ class VectorStore(Protocol):
 
     def ensure_collection(self, collection: str, dim: int, fingerprint: str) -> None:
         """Create the collection bound to a model fingerprint, or check that it is bound to it."""
+
+    def add_vector(self, collection: str, dim: int) -> bool:
+        """Add the named vector (cosine, `dim`) to an existing collection; False when it is already there."""
 
     def binding(self, collection: str) -> str | None:
         """The fingerprint of the model that filled the collection (None when unbound)."""
@@ -177,12 +180,35 @@ class StoreBase:
         if bound is not None and bound != fingerprint:
             raise ModelMismatchError.for_collection(collection, bound, fingerprint)
 
+    def vector_size(self, collection: str) -> int | None:
+        """The size of this store's vector in the collection, None when the collection has no such vector."""
+        raise NotImplementedError
+
+    def create_vector(self, collection: str, dim: int) -> None:
+        """Add this store's named vector (cosine, `dim`) to an existing collection."""
+        raise NotImplementedError
+
+    def add_vector(self, collection: str, dim: int) -> bool:
+        """Add the named vector (cosine, `dim`) to an existing collection; False when it is already there."""
+        if not self.vector_name:
+            raise ConfigError(
+                f"Adding sketchtext to the existing collection {collection!r} needs a vector name: pass "
+                "vector_name='sketch' to SketchTextPlugin (or set SKETCHTEXT_STORE__VECTOR_NAME)."
+            )
+        size = self.vector_size(collection)
+        if size is not None:
+            self.check_vector_size(collection, size, dim)
+            return False
+        self.create_vector(collection, dim)
+        return True
+
     def check_vector_size(self, collection: str, size: int | None, dim: int) -> None:
         """Raise unless a host collection's vector slot exists and has the model's dimension."""
         if size is None:
             raise StoreError(
-                f"Collection {collection!r} has no vector named {self.vector_name!r}; add one (cosine, size {dim}) "
-                "or set SKETCHTEXT_STORE__VECTOR_NAME to an existing one."
+                f"Collection {collection!r} has no vector named {self.vector_name!r}; add it (cosine, size {dim}) and "
+                "fill it with `plugin.add_to_collection(catalog_dir)`, or set SKETCHTEXT_STORE__VECTOR_NAME to an "
+                "existing one."
             )
         if size != dim:
             raise ModelMismatchError(

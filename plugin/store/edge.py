@@ -229,8 +229,21 @@ class EdgeStore(StoreBase):
                 raise ModelMismatchError.for_collection(collection, bound, fingerprint)
 
     def _check_vector_params(self, collection: str, dim: int) -> None:
+        self.check_vector_size(collection, self.vector_size(collection), dim)
+
+    def vector_size(self, collection: str) -> int | None:
+        if not self.exists(collection):
+            self.shard(collection)  # raises CollectionNotFoundError with the fix
         params = self.vectors(collection).get(self.vector_name or "")
-        self.check_vector_size(collection, params[0] if params is not None else None, dim)
+        return params[0] if params is not None else None
+
+    def create_vector(self, collection: str, dim: int) -> None:
+        name = str(self.vector_name)
+        with self._lock, edge_errors(f"add the vector {name!r} to {collection!r}", self.shard_path(collection)):
+            shard = self.shard(collection)
+            shard.update(qe.UpdateOperation.create_dense_vector(name, dim, DISTANCES["Cosine"]))
+            shard.flush()
+        log.info("added vector %s (cosine, %d) to Edge collection %s", name, dim, collection)
 
     # -- points
     def _vector(self, vector: NDArray[np.float32]) -> Any:

@@ -120,11 +120,33 @@ class QdrantStore(StoreBase):
             raise ModelMismatchError.for_collection(collection, bound, fingerprint)
 
     def _check_vector_params(self, collection: str, dim: int) -> None:
+        self.check_vector_size(collection, self.vector_size(collection), dim)
+
+    def vector_size(self, collection: str) -> int | None:
         with translated(f"read collection {collection!r}"):
             vectors = self.client.get_collection(collection).config.params.vectors
         params = vectors.get(self.vector_name) if isinstance(vectors, dict) and self.vector_name else vectors
-        size = None if params is None or isinstance(params, dict) else params.size
-        self.check_vector_size(collection, size, dim)
+        return None if params is None or isinstance(params, dict) else params.size
+
+    def create_vector(self, collection: str, dim: int) -> None:
+        """`create_vector_name` (qdrant-client and Qdrant server 1.18 or later); else a message with the fix."""
+        name = str(self.vector_name)
+        by_hand = (
+            f"Create the collection with vectors_config={{..., {name!r}: models.VectorParams(size={dim}, "
+            "distance=models.Distance.COSINE)}, or upgrade Qdrant and qdrant-client to 1.18 or later"
+        )
+        create = getattr(self.client, "create_vector_name", None)
+        if create is None:
+            raise StoreError(f"This qdrant-client cannot add the vector {name!r} to {collection!r}. {by_hand}.")
+        config = models.DenseVectorNameConfig(dense=models.DenseVectorConfig(size=dim, distance=models.Distance.COSINE))
+        try:
+            with translated(f"add the vector {name!r} to {collection!r}"):
+                create(collection, name, config, wait=True)
+        except StoreError as exc:
+            if isinstance(exc, (CollectionNotFoundError, StoreUnavailableError)):
+                raise
+            raise StoreError(f"Qdrant cannot add the vector {name!r} to {collection!r} ({exc}). {by_hand}.") from exc
+        log.info("added vector %s (cosine, %d) to collection %s", name, dim, collection)
 
     def _create_indexes(self, collection: str) -> None:
         with warnings.catch_warnings():
