@@ -65,14 +65,30 @@ def plugin_format(traceback: TracebackType | None) -> str | None:
 
 def failure_reason(exc: Exception, fmt: str | None = None) -> str:
     """Why a file failed to decode, in words, whatever the decoder raised: the plugin's format and its message."""
-    fmt = plugin_format(exc.__traceback__) or fmt or "image"
+    fmt = (plugin_format(exc.__traceback__) or fmt or "image").upper()
     detail = str(exc).strip() or type(exc).__name__
     if isinstance(exc, NotImplementedError):
         return f"uses an unsupported {fmt} variant ({NOT_DONE.sub('', detail)}); convert it to PNG or JPEG"
     if isinstance(exc, MemoryError):
-        return f"needs more memory to decode than this machine has ({fmt}); downscale it before ingesting"
+        return f"needs more memory to decode than this machine has ({fmt}: {detail}); downscale it before ingesting"
     kind = "" if isinstance(exc, OSError | ValueError | SyntaxError) else f"{type(exc).__name__}: "
-    return f"cannot be decoded: damaged or truncated {fmt} data ({kind}{detail})"
+    return f"cannot be decoded as {fmt} ({kind}{detail}): the file is damaged, truncated or of an unsupported variant"
+
+
+def unidentified_reason(data: bytes) -> str:
+    """Why no Pillow plugin opened the bytes: Pillow drops the error of a plugin whose signature matched, so ask it."""
+    for fmt in Image.ID:
+        factory, accept = Image.OPEN[fmt]
+        if accept is None or not accept(data[:16]):
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                factory(io.BytesIO(data), "")
+        except Exception as exc:  # the error Pillow dropped: the header is damaged or claims an unsupported variant
+            return f"is not an image Pillow can read: it starts like {fmt} but {failure_reason(exc, fmt)}"
+        break
+    return "is not an image Pillow can read"
 
 
 def check_resized_pixels(name: str, size: tuple[int, int], fit_side: int, max_pixels: int) -> None:
@@ -115,8 +131,8 @@ def decode_image(
         raise ImageError(f"{name} is empty (0 bytes)")
     fmt = None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # corrupt EXIF and the like: the pixels still count
+        with warnings.catch_warnings(record=True) as caught:  # corrupt EXIF and the like: the pixels still count
+            warnings.simplefilter("always")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             fmt = image.format
@@ -134,11 +150,15 @@ def decode_image(
             if draft_size:
                 image.draft("RGB", (draft_size, draft_size))
             image.load()
+            for warning in caught:
+                log.debug("%s: pillow warns: %s", name, warning.message)
             return to_rgb(ImageOps.exif_transpose(image)), (width, height)
     except ImageError:
         raise
     except UnidentifiedImageError as exc:
-        raise ImageError(f"{name} is not an image Pillow can read") from exc
+        reason = unidentified_reason(data)
+        log.debug("%s %s", name, reason)
+        raise ImageError(f"{name} {reason}") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"{name} looks like a decompression bomb: {exc}") from exc
     except Exception as exc:  # Pillow's plugins raise anything: struct.error, IndexError, NotImplementedError...
