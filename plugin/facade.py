@@ -17,7 +17,14 @@ from sketchtext.plugin.ingest.pipeline import IngestContext, IngestSummary, run_
 from sketchtext.plugin.ingest.verify import Difference, find_differences
 from sketchtext.plugin.ingest.verify import repair as repair_differences
 from sketchtext.plugin.model.query import Mode, QueryEncoder
-from sketchtext.plugin.search import SearchHit, SketchTextQuery, join_hits, prepare_inputs
+from sketchtext.plugin.search import (
+    SearchHit,
+    SketchTextQuery,
+    check_context,
+    each_query,
+    join_hits,
+    prepare_inputs,
+)
 from sketchtext.plugin.settings import Settings, load_settings
 from sketchtext.plugin.store.base import VectorStore, build_filter
 from sketchtext.plugin.store.open import open_store
@@ -55,7 +62,7 @@ class SketchTextPlugin:
     Example:
         >>> plugin = SketchTextPlugin()                                       # doctest: +SKIP
         >>> plugin.ingest(Path("./catalog"))                                  # doctest: +SKIP
-        >>> hits = plugin.search(SketchTextQuery(sketch="boot.png", text="in tan suede", category="shoes"))
+        >>> hits = plugin.search(SketchTextQuery(sketch=Path("boot.png"), text="in tan suede", category="shoes"))
     """
 
     def __init__(
@@ -199,7 +206,7 @@ class SketchTextPlugin:
     # -- queries
     def encode_batch(self, queries: Sequence[SketchTextQuery]) -> list[EncodedQuery]:
         """Encode many queries with one pass through each tower."""
-        inputs = [prepare_inputs(q) for q in queries]
+        inputs = each_query(queries, prepare_inputs)
         vectors, modes = self.query_encoder.query_vectors(inputs, [q.combine for q in queries])
         return [
             EncodedQuery(
@@ -228,6 +235,9 @@ class SketchTextPlugin:
 
     def search_batch(self, queries: Sequence[SketchTextQuery]) -> list[list[SearchHit]]:
         """Run many queries; results per query in score order, joined with their SQL rows."""
+        if any(q.category is not None or q.scene is not None for q in queries):
+            known = self.db.facets(self.collection)
+            each_query(queries, lambda query: check_context(query, known))
         batch = self.encode_batch(queries)  # validates every query before touching the store
         self.store.check_binding(self.collection, self.query_fingerprint)
         results = self.store.query_batch(
