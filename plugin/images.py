@@ -45,6 +45,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
         low, high = cast(tuple[float, float], image.getextrema())
         scale = 255.0 / (high - low) if high > low else 0.0
         image = image.convert("F").point(lambda value: (value - low) * scale).convert("L")
+    if image.mode == "La":  # premultiplied: Pillow converts it to nothing else
+        image = image.convert("LA")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):

@@ -154,6 +154,7 @@ def check_query(query: SketchTextQuery) -> None:
 
 def check_context(query: SketchTextQuery, known: dict[str, list[str]]) -> None:
     """Refuse categories and scenes the collection does not have, naming the ones it has (`MetadataDB.facets`)."""
+    check_query(query)
     for name, plural in (("category", "categories"), ("scene", "scenes")):
         value = getattr(query, name)
         values = [value] if isinstance(value, str) else value or []
