@@ -74,6 +74,7 @@ class SketchTextPlugin:
         vector_name: str | None = None,
         encoder: ClipEncoder | None = None,
         remote_encoder: RemoteQueryEncoder | None = None,
+        store: VectorStore | None = None,
     ) -> None:
         """Args:
         settings: Configuration; `load_settings()` (environment and config file) when omitted.
@@ -86,12 +87,14 @@ class SketchTextPlugin:
         `host_id`): sketchtext adds its named vector and a `sketchtext` payload object to them and leaves the rest.
         remote_encoder: Encodes queries elsewhere when `settings.queue.remote_encode` is on; defaults to the
             Celery one (a GPU worker running `sketchtext worker`).
+        store: A store already opened with `open_store` (a worker's, held for its life); its opener closes it.
         """
         self.settings = settings or load_settings()
         self.collection = collection or self.settings.store.collection
         vector_name = vector_name or self.settings.store.vector_name
         host_points = self.settings.store.point_ids == "host"
-        self._store: VectorStore | None = None
+        self._store: VectorStore | None = store
+        self._owns_store = store is None
         if client is not None:
             from sketchtext.plugin.store.qdrant import QdrantStore
 
@@ -145,7 +148,7 @@ class SketchTextPlugin:
 
     def close(self) -> None:
         """Release the store (when sketchtext opened it) and the database connections."""
-        if self._store is not None:
+        if self._store is not None and self._owns_store:
             self._store.close()
         if self._db is not None:
             self._db.engine.dispose()
