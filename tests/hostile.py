@@ -40,17 +40,22 @@ def _bomb_png(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
 
 
+def write_expected(root: Path, expect: dict[str, str], key: str, data: bytes, outcome: str) -> Path:
+    """Write one corpus file and note what sketchtext must make of it."""
+    path = root / key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    expect[key] = outcome
+    return path
+
+
 def write_hostile_catalog(root: Path) -> dict[str, str]:
     """Write the corpus; return key -> EMBEDDED or a fragment of the expected failure reason."""
     root.mkdir(parents=True, exist_ok=True)
     expect: dict[str, str] = {}
 
     def put(key: str, data: bytes, outcome: str) -> Path:
-        path = root / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        expect[key] = outcome
-        return path
+        return write_expected(root, expect, key, data, outcome)
 
     jpeg = _save(_photo(), "JPEG")
     put("good/plain.jpg", jpeg, EMBEDDED)
@@ -167,10 +172,7 @@ def write_damaged_corpus(root: Path) -> dict[str, str]:
     expect: dict[str, str] = {}
 
     def put(key: str, data: bytes, outcome: str) -> None:
-        path = root / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        expect[key] = outcome
+        write_expected(root, expect, key, data, outcome)
 
     for fmt, data in _writable_formats().items():
         put(f"whole/{fmt.lower()}", data, EITHER)  # some formats Pillow writes but cannot read back (PDF, EPS)
