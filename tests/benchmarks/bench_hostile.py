@@ -22,6 +22,7 @@ OUTCOMES = (
     "decompression bomb",
     "resized to",
     "is empty",
+    "needs more memory",
 )
 
 
