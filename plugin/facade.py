@@ -19,7 +19,14 @@ from sketchtext.plugin.ingest.verify import Difference, find_differences
 from sketchtext.plugin.ingest.verify import repair as repair_differences
 from sketchtext.plugin.model.query import Mode, QueryEncoder
 from sketchtext.plugin.model.spec import model_fingerprint
-from sketchtext.plugin.search import SearchHit, SketchTextQuery, join_hits, prepare_inputs
+from sketchtext.plugin.search import (
+    SearchHit,
+    SketchTextQuery,
+    check_context,
+    each_query,
+    join_hits,
+    prepare_inputs,
+)
 from sketchtext.plugin.settings import Settings, load_settings
 from sketchtext.plugin.store.base import VectorStore, build_filter
 from sketchtext.plugin.store.open import open_store
@@ -57,7 +64,7 @@ class SketchTextPlugin:
     Example:
         >>> plugin = SketchTextPlugin()                                       # doctest: +SKIP
         >>> plugin.ingest(Path("./catalog"))                                  # doctest: +SKIP
-        >>> hits = plugin.search(SketchTextQuery(sketch="boot.png", text="in tan suede", category="shoes"))
+        >>> hits = plugin.search(SketchTextQuery(sketch=Path("boot.png"), text="in tan suede", category="shoes"))
     """
 
     def __init__(
@@ -69,6 +76,7 @@ class SketchTextPlugin:
         vector_name: str | None = None,
         encoder: ClipEncoder | None = None,
         remote_encoder: RemoteQueryEncoder | None = None,
+        store: VectorStore | None = None,
     ) -> None:
         """Args:
         settings: Configuration; `load_settings()` (environment and config file) when omitted.
@@ -81,12 +89,14 @@ class SketchTextPlugin:
         `host_id`): sketchtext adds its named vector and a `sketchtext` payload object to them and leaves the rest.
         remote_encoder: Encodes queries elsewhere when `settings.queue.remote_encode` is on; defaults to the
             Celery one (a GPU worker running `sketchtext worker`).
+        store: A store already opened with `open_store` (a worker's, held for its life); its opener closes it.
         """
         self.settings = settings or load_settings()
         self.collection = collection or self.settings.store.collection
         vector_name = vector_name or self.settings.store.vector_name
         host_points = self.settings.store.point_ids == "host"
-        self._store: VectorStore | None = None
+        self._store: VectorStore | None = store
+        self._owns_store = store is None
         if client is not None:
             from sketchtext.plugin.store.qdrant import QdrantStore
 
@@ -140,7 +150,7 @@ class SketchTextPlugin:
 
     def close(self) -> None:
         """Release the store (when sketchtext opened it) and the database connections."""
-        if self._store is not None:
+        if self._store is not None and self._owns_store:
             self._store.close()
         if self._db is not None:
             self._db.engine.dispose()
@@ -225,7 +235,7 @@ class SketchTextPlugin:
     # -- queries
     def encode_batch(self, queries: Sequence[SketchTextQuery]) -> list[EncodedQuery]:
         """Encode many queries with one pass through each tower."""
-        inputs = [prepare_inputs(q) for q in queries]
+        inputs = each_query(queries, prepare_inputs)
         vectors, modes = self.query_encoder.query_vectors(inputs, [q.combine for q in queries])
         return [
             EncodedQuery(
@@ -254,6 +264,9 @@ class SketchTextPlugin:
 
     def search_batch(self, queries: Sequence[SketchTextQuery]) -> list[list[SearchHit]]:
         """Run many queries; results per query in score order, joined with their SQL rows."""
+        if any(q.category is not None or q.scene is not None for q in queries):
+            known = self.db.facets(self.collection)
+            each_query(queries, lambda query: check_context(query, known))
         batch = self.encode_batch(queries)  # validates every query before touching the store
         self.store.check_binding(self.collection, self.query_fingerprint)
         results = self.store.query_batch(

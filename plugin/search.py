@@ -5,16 +5,17 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import os
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from PIL import Image
 
 from sketchtext.plugin.errors import EmptyQueryError, ImageError, InvalidSketchError, QueryError
-from sketchtext.plugin.images import open_image
+from sketchtext.plugin.images import check_resized_pixels, open_image, to_rgb
 from sketchtext.plugin.model.query import MAX_TEXT_CHARS, Combine, QueryInput
 
 if TYPE_CHECKING:
@@ -23,14 +24,24 @@ if TYPE_CHECKING:
     from sketchtext.plugin.db import MetadataDB
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-SketchInput = Image.Image | bytes | str | Path
+SketchInput = Image.Image | bytes | str | os.PathLike[str]
 MAX_SKETCH_PIXELS = 16_000_000
+MAX_SKETCH_BYTES = 32 * 1024 * 1024
+# The largest input side of the supported image towers: a sketch's pixels are capped after a resize to this short
+# side, so aspect ratios beyond MAX_SKETCH_PIXELS / SKETCH_FIT_SIDE**2 (79:1) are refused from the header alone.
+SKETCH_FIT_SIDE = 448
+MAX_QUERY_LIMIT = 10_000
+COMBINES = ("composed", "sum", "fusion")
 
 
 @dataclass(frozen=True)
 class SketchTextQuery:
-    """A search: a sketch (PIL image, bytes, path or base64 data URL), words, context filters and a limit."""
+    """A search: a sketch, words, context filters and a limit (checked by `check_query` before any work).
+
+    A sketch is a PIL image, bytes, a data URL or base64 `str`, or a file as an `os.PathLike` (`pathlib.Path`):
+    a `str` is never read as a path, so a host may forward a user's string safely."""
 
     sketch: SketchInput | None = None
     text: str | None = None
@@ -56,27 +67,101 @@ class SearchHit:
 
 
 def load_sketch(value: SketchInput) -> Image.Image:
-    """Read a sketch given as a PIL image, raw bytes, a file path or a `data:image/...;base64,` URL."""
+    """Read a sketch given as a PIL image, bytes, a data URL or base64 `str`, or a file path (`os.PathLike` only)."""
     if isinstance(value, Image.Image):
-        return value.convert("RGB")
-    if isinstance(value, str) and value.startswith("data:"):
-        header, _, encoded = value.partition(",")
-        if ";base64" not in header:
-            raise InvalidSketchError("The sketch data URL is not base64; send data:image/png;base64,....")
-        try:
-            value = base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise InvalidSketchError("The sketch data URL has invalid base64; re-encode the image.") from exc
-    if isinstance(value, str | Path):
-        path = Path(value).expanduser()
-        try:
-            value = path.read_bytes()
-        except OSError as exc:
-            raise InvalidSketchError(f"Cannot read sketch file {path}: {exc.strerror or exc}.") from exc
+        return image_sketch(value)
+    if isinstance(value, os.PathLike):
+        value = read_sketch_file(Path(value))
+    elif isinstance(value, str):
+        value = decode_text_sketch(value)
+    elif not isinstance(value, bytes | bytearray):
+        raise InvalidSketchError(
+            f"The sketch is a {type(value).__name__}; give a PIL image, bytes, a data URL, or a pathlib.Path."
+        )
+    if len(value) > MAX_SKETCH_BYTES:
+        raise InvalidSketchError(f"The sketch is {len(value):,} bytes, above {MAX_SKETCH_BYTES:,}; send a smaller PNG.")
     try:
-        return open_image(value, max_pixels=MAX_SKETCH_PIXELS, name="the sketch")
+        return open_image(bytes(value), max_pixels=MAX_SKETCH_PIXELS, name="the sketch", fit_side=SKETCH_FIT_SIDE)
     except ImageError as exc:
         raise InvalidSketchError(f"{exc}; send a PNG or JPEG drawing.") from exc
+
+
+def decode_text_sketch(value: str) -> bytes:
+    """The bytes of a sketch sent as text: a `data:image/...;base64,` URL or bare base64 (never a file path)."""
+    header, comma, encoded = value.partition(",")
+    if value.startswith("data:") and (not comma or ";base64" not in header):
+        raise InvalidSketchError("The sketch data URL is not base64; send data:image/png;base64,....")
+    try:
+        return base64.b64decode(encoded if value.startswith("data:") else value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        if value.startswith("data:"):
+            raise InvalidSketchError("The sketch data URL has invalid base64; re-encode the image.") from exc
+        raise InvalidSketchError(
+            "A str sketch must be a data:image/...;base64 URL or base64 text; re-encode the image, or pass a file "
+            "as pathlib.Path (a str is never read as a path)."
+        ) from exc
+
+
+def read_sketch_file(path: Path) -> bytes:
+    """A sketch file's bytes: a regular file of at most MAX_SKETCH_BYTES (never a device or a pipe)."""
+    path = path.expanduser()
+    try:
+        if not path.is_file():
+            raise InvalidSketchError(f"Sketch file {path} does not exist or is not a regular file.")
+        with path.open("rb") as fh:
+            data = fh.read(MAX_SKETCH_BYTES + 1)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise InvalidSketchError(f"Cannot read sketch file {path}: {getattr(exc, 'strerror', None) or exc}.") from exc
+    return data
+
+
+def image_sketch(image: Image.Image) -> Image.Image:
+    """A PIL sketch as RGB, with the limits a decoded one gets (no empty image, pixels capped after the resize)."""
+    if image.width < 1 or image.height < 1:
+        raise InvalidSketchError(f"The sketch is {image.width}x{image.height} pixels; draw on a non-empty canvas.")
+    try:
+        if image.width * image.height > MAX_SKETCH_PIXELS:
+            raise ImageError(f"the sketch is {image.width}x{image.height} pixels, above {MAX_SKETCH_PIXELS:,}")
+        check_resized_pixels("the sketch", image.size, SKETCH_FIT_SIDE, MAX_SKETCH_PIXELS)
+        return to_rgb(image)
+    except Exception as exc:  # a mode Pillow cannot convert, and the limits above
+        raise InvalidSketchError(f"{exc}; send an RGB or greyscale drawing.") from exc
+
+
+def check_query(query: SketchTextQuery) -> None:
+    """Refuse a malformed query with a `QueryError` that names the field; every field, before any work."""
+    limit = query.limit
+    if not isinstance(limit, int) or isinstance(limit, bool):
+        raise QueryError(f"limit must be a whole number, got {type(limit).__name__} {limit!r}.")
+    if limit < 1:
+        raise QueryError(f"limit must be at least 1, got {limit}.")
+    if limit > MAX_QUERY_LIMIT:
+        raise QueryError(f"limit must be at most {MAX_QUERY_LIMIT:,}, got {limit}; page with a smaller limit.")
+    if query.text is not None and not isinstance(query.text, str):
+        raise QueryError(f"text must be a str, got {type(query.text).__name__}.")
+    for name in ("category", "scene"):
+        values = getattr(query, name)
+        if values is None:
+            continue
+        listed = [values] if isinstance(values, str) else values
+        if not isinstance(listed, Sequence) or not all(isinstance(v, str) for v in listed):
+            raise QueryError(f"{name} must be a str or a list of str, got {values!r}.")
+        if not listed:
+            raise QueryError(f"{name} is an empty list, which would match nothing; leave it out to match all.")
+    if query.combine is not None and query.combine not in COMBINES:
+        raise QueryError(f"combine must be one of {', '.join(COMBINES)}, got {query.combine!r}.")
+
+
+def check_context(query: SketchTextQuery, known: dict[str, list[str]]) -> None:
+    """Refuse categories and scenes the collection does not have, naming the ones it has (`MetadataDB.facets`)."""
+    check_query(query)
+    for name, plural in (("category", "categories"), ("scene", "scenes")):
+        value = getattr(query, name)
+        values = [value] if isinstance(value, str) else value or []
+        unknown = [v for v in values if v not in known[plural]]
+        if unknown:
+            choices = ", ".join(known[plural]) or "none yet: ingest a catalog first"
+            raise QueryError(f"Unknown {name} {unknown[0]!r}; the collection has: {choices}.")
 
 
 def is_blank(image: Image.Image) -> bool:
@@ -87,8 +172,7 @@ def is_blank(image: Image.Image) -> bool:
 
 def prepare_inputs(query: SketchTextQuery) -> QueryInput:
     """The usable sketch and text of a query; a blank canvas counts as no sketch."""
-    if query.limit < 1:
-        raise QueryError(f"limit must be at least 1, got {query.limit}.")
+    check_query(query)
     sketch = load_sketch(query.sketch) if query.sketch is not None else None
     text = query.text.strip() if query.text else None
     if text and len(text) > MAX_TEXT_CHARS:
@@ -102,6 +186,19 @@ def prepare_inputs(query: SketchTextQuery) -> QueryInput:
     if sketch is None and not text:
         raise EmptyQueryError("The query has neither a sketch nor text; give at least one.")
     return sketch, text or None
+
+
+def each_query(queries: Sequence[SketchTextQuery], step: Callable[[SketchTextQuery], T]) -> list[T]:
+    """`step` over every query; in a batch of several, a refused query's error names its index."""
+    done = []
+    for index, query in enumerate(queries):
+        try:
+            done.append(step(query))
+        except QueryError as exc:
+            if len(queries) == 1:
+                raise
+            raise type(exc)(f"Query {index} of the batch: {exc}") from exc
+    return done
 
 
 def join_hits(

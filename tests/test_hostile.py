@@ -185,3 +185,41 @@ def test_random_files_in_a_catalog_end_failed_not_crashed(plugin: SketchTextPlug
     assert len(summary.result.failed) + len(summary.result.embedded) == 12
     assert all(reason for reason in summary.result.failed.values())
     assert plugin.verify(root) == []
+
+
+def test_damaged_corpus_and_injected_faults_end_accounted_in_sql_and_json(settings: Settings, tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from sketchtext.cli.main import main
+    from tests.hostile import EITHER, INJECTED, hostile_file, hostile_plugin, write_damaged_corpus
+
+    root = tmp_path / "catalog"
+    expect = write_damaged_corpus(root)
+    (root / "injected").mkdir()
+    for phase in ("open", "load"):
+        for kind in INJECTED:
+            key = f"injected/{phase}-{kind.__name__}"
+            (root / key).write_bytes(hostile_file(phase, kind))
+            expect[key] = f"injected {kind.__name__}"
+    with hostile_plugin():
+        with SketchTextPlugin(settings) as plugin:
+            summary = plugin.ingest(root, batch_size=8)
+            rows = {row.key: row for row in plugin.db.all_assets(plugin.collection)}
+            stored = {payload["key"] for _, payload in plugin.store.points(plugin.collection)}
+            assert plugin.verify(root) == []
+        args = ["--data-dir", str(settings.data_dir), "ingest", str(root), "--model", settings.model.spec, "--json"]
+        again = CliRunner().invoke(main, args, catch_exceptions=False)
+    outcome = {key: EMBEDDED for key in summary.result.embedded} | summary.result.failed
+    assert outcome.keys() == expect.keys() == rows.keys(), "every file accounted, none skipped, none crashed the run"
+    for key, wanted in expect.items():
+        if wanted not in (EITHER, EMBEDDED):
+            assert wanted in outcome[key], f"{key}: expected {wanted!r}, got {outcome[key]!r}"
+        assert rows[key].error == summary.result.failed.get(key)
+        assert (rows[key].status == AssetStatus.EMBEDDED) == (outcome[key] == EMBEDDED)
+    assert stored == set(summary.result.embedded)
+    assert again.exit_code == 0, again.output
+    report = json.loads(again.output)
+    assert (report["embedded"], report["unchanged"]) == (0, len(summary.result.embedded))
+    assert {f["key"]: f["reason"] for f in report["failures"]} == summary.result.failed

@@ -27,7 +27,7 @@ def test_binding_lives_in_a_json_file_beside_the_shard(tmp_path: Path) -> None:
         store.ensure_collection("c", 8, "m1")
         assert set(store.shard("c").info().payload_schema) == set(FILTER_FIELDS)  # keyword indexes
     files = sorted(p.name for p in tmp_path.iterdir())
-    assert files == ["c", "c.json"]  # no staging folder or temporary file left behind
+    assert files == [".lock", "c", "c.json"]  # the lock of the holding process; no staging folder or temporary file
     assert json.loads((tmp_path / "c.json").read_text()) == {"format": 1, "metadata": {"sketchtext_model:": "m1"}}
     with EdgeStore(tmp_path) as again:
         assert again.binding("c") == "m1" and again.collections() == ["c"]

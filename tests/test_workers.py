@@ -24,7 +24,6 @@ from sketchtext.plugin.ingest.catalog import scan_catalog
 from sketchtext.plugin.ingest.queued import BatchJob, register_pending
 from sketchtext.plugin.search import SketchTextQuery
 from sketchtext.plugin.settings import Settings
-from sketchtext.plugin.store.qdrant import QdrantStore
 from sketchtext.workers.app import make_celery, result_backend_for
 from sketchtext.workers.names import TASK_ENCODE, TASK_INGEST, TASK_PRUNE
 from sketchtext.workers.runtime import WorkerRuntime
@@ -144,12 +143,32 @@ def test_preflight_names_the_fix(settings: Settings) -> None:
         runtime.preflight("solo", 2)
     runtime.preflight("solo", 1)  # holds the embedded store from now on
     try:
-        with pytest.raises(StoreUnavailableError, match="SKETCHTEXT_STORE__URL"):
-            WorkerRuntime(settings).preflight("solo", 1)
+        other = _preflight_in_another_process(settings)
+        assert "StoreUnavailableError" in other and "SKETCHTEXT_STORE__URL" in other, other
     finally:
         runtime.close()
-    WorkerRuntime(settings).close()
-    QdrantStore.open(settings).close()  # released on close
+    assert _preflight_in_another_process(settings) == "ready"  # released on close
+
+
+def _preflight_in_another_process(settings: Settings) -> str:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from sketchtext.plugin.settings import Settings\n"
+        "from sketchtext.workers.runtime import WorkerRuntime\n"
+        "runtime = WorkerRuntime(Settings.model_validate_json(sys.argv[1]))\n"
+        "try:\n"
+        "    runtime.preflight('solo', 1)\n"
+        "    print('ready')\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+        "finally:\n"
+        "    runtime.close()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, settings.model_dump_json()], capture_output=True, text=True)
+    return done.stdout.strip() or done.stderr
 
 
 def test_preflight_refuses_a_missing_checkpoint(settings: Settings, tmp_path: Path) -> None:

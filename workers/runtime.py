@@ -22,6 +22,8 @@ from sketchtext.plugin.ingest.queued import BatchJob, entries_for_job
 from sketchtext.plugin.model.spec import ModelSpec
 from sketchtext.plugin.search import SketchTextQuery
 from sketchtext.plugin.settings import Settings
+from sketchtext.plugin.store.base import VectorStore
+from sketchtext.plugin.store.open import open_store
 from sketchtext.plugin.store.qdrant import QdrantStore, translated
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ class WorkerRuntime:
             update={"queue": settings.queue.model_copy(update={"remote_encode": False})}
         )
         self._plugin: SketchTextPlugin | None = None
-        self._store: QdrantStore | None = None  # opened by preflight and held for the worker's life
+        self._store: VectorStore | None = None  # opened by preflight and held for the worker's life
         self._collections: set[str] = set()
         self._lock = threading.RLock()
 
@@ -66,8 +68,8 @@ class WorkerRuntime:
         db.engine.dispose()  # children of a prefork pool must not share the parent's connections
         # Opening the store now holds the embedded folder for this worker's life, so a second worker on it fails here
         # (StoreUnavailableError naming the fix) instead of on its first batch.
-        store = QdrantStore.open(self.settings)
-        if not embedded:
+        store = open_store(self.settings)  # the store every other command opens: Edge on the embedded default
+        if isinstance(store, QdrantStore) and not embedded:
             with translated("list collections"):
                 store.client.get_collections()
         if pool == "prefork":
@@ -88,8 +90,7 @@ class WorkerRuntime:
     def plugin(self) -> SketchTextPlugin:
         with self._lock:
             if self._plugin is None:
-                client = self._store.client if self._store is not None else None
-                self._plugin = SketchTextPlugin(self.settings, client=client)
+                self._plugin = SketchTextPlugin(self.settings, store=self._store)
             return self._plugin
 
     def context(self, collection: str, fingerprint: str | None = None) -> IngestContext:

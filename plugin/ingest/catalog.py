@@ -112,7 +112,8 @@ def scan_catalog(root: Path) -> Iterator[CatalogEntry]:
 
     Whether a file is an image is found out by decoding it, so every file ends embedded or failed with a reason.
     Symlinks are followed only while they stay inside the root; the others, and anything that is not a regular
-    file, come with a `problem`.
+    file, come with a `problem` (`file_problem`). A link to a folder is not walked (its files inside the root are
+    found under their own paths); one that leaves the root is an entry with a problem, so it is reported.
     """
     root = root.expanduser()
     if not root.is_dir():
@@ -122,18 +123,30 @@ def scan_catalog(root: Path) -> Iterator[CatalogEntry]:
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames.sort()
         at_root = Path(dirpath) == root
-        for name in sorted(filenames):
+        linked = [name for name in dirnames if (Path(dirpath) / name).is_symlink()]
+        for name in sorted(filenames + linked):
             if at_root and name in SIDECAR_NAMES:
                 continue
             path = Path(dirpath) / name
+            if name in linked and path.resolve().is_relative_to(real_root):
+                log.debug("not walking %s: a link to a folder inside the catalog, walked under its own path", path)
+                continue
             key = display_key(path.relative_to(root).as_posix())
             entry = make_entry(key, path, sidecar.get(key, {}))
-            problem = None
-            if not path.resolve().is_relative_to(real_root):
-                problem = "it is a link that leaves the catalog folder; copy the file into the catalog instead"
-            elif not path.is_file():
-                problem = "it is not a regular file (a device, pipe, socket or broken link)"
+            problem = file_problem(path, real_root)
             yield replace(entry, problem=problem) if problem else entry
+
+
+def file_problem(path: Path, real_root: Path) -> str | None:
+    """Why `path` must not be read as a catalog file (a link leaving `real_root`, not a regular file), or None.
+
+    The one file check of both ingest drivers: the inline scan and the workers of a queued run."""
+    if not path.resolve().is_relative_to(real_root):
+        kind = "folder" if path.is_dir() else "file"
+        return f"it is a link that leaves the catalog folder; copy the {kind} into the catalog instead"
+    if not path.is_file():
+        return "it is not a regular file (a device, pipe, socket or broken link)"
+    return None
 
 
 def make_entry(key: str, path: Path, meta: dict[str, Any]) -> CatalogEntry:

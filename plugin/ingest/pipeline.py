@@ -14,7 +14,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
@@ -34,40 +33,11 @@ from sketchtext.plugin.errors import (
 )
 from sketchtext.plugin.images import DEFAULT_MAX_PIXELS, decode_image
 from sketchtext.plugin.ingest.catalog import CatalogEntry, catalog_entries
+from sketchtext.plugin.ingest.turn import ModelTurn
 from sketchtext.plugin.model.clip import ClipEncoder
 from sketchtext.plugin.store.base import PointId, VectorStore, qdrant_id
 
 log = logging.getLogger(__name__)
-
-
-class ModelTurn:
-    """Where the model runs on the CPU, decoding and writing wait while it runs, and run while it waits for them.
-
-    Overlapped, they would take cores from the model's threads, and each pause of one of those threads stalls the
-    others at the next barrier: on 2 cores decoding beside the forward cost it about twice decoding's own CPU time.
-    Beside a GPU the CPU is free while the model runs, and everything overlaps."""
-
-    def __init__(self, device: str) -> None:
-        self.shares_cpu = device == "cpu"
-        self._model_idle = threading.Event()
-        self._model_idle.set()
-
-    @contextmanager
-    def model_runs(self) -> Iterator[None]:
-        if self.shares_cpu:
-            self._model_idle.clear()
-        try:
-            yield
-        finally:
-            self._model_idle.set()
-
-    def wait(self) -> float:
-        """Block while the model runs on the CPU (between images and batches, so waits are short); seconds waited."""
-        if self._model_idle.is_set():
-            return 0.0
-        started = time.perf_counter()
-        self._model_idle.wait()
-        return time.perf_counter() - started
 
 
 @dataclass
@@ -200,7 +170,11 @@ def prepare_batch(ctx: IngestContext, entries: Sequence[CatalogEntry]) -> Prepar
         try:
             point_id(ctx.store, ctx.collection, entry.key, entry.host_id)
             image, (width, height) = decode_image(
-                data, max_pixels=ctx.max_pixels, name=entry.key, draft_size=ctx.draft_size
+                data,
+                max_pixels=ctx.max_pixels,
+                name=entry.key,
+                draft_size=ctx.draft_size,
+                fit_side=ctx.encoder.image_size,
             )
         except (ImageError, StoreError) as exc:
             result.failed[entry.key] = str(exc)
@@ -209,9 +183,29 @@ def prepare_batch(ctx: IngestContext, entries: Sequence[CatalogEntry]) -> Prepar
         rows.append({**row, "status": AssetStatus.PENDING, "error": None, "width": width, "height": height})
         todo.append(entry)
         images.append(image)
-    pixels = ctx.encoder.image_pixels(images) if images else None
+    pixels = batch_pixels(ctx, todo, images, rows, result)
     result.read_s = time.perf_counter() - started - waited
     return PreparedBatch(entries, result, rows, todo, pixels)
+
+
+def batch_pixels(
+    ctx: IngestContext, todo: list[CatalogEntry], images: list[Any], rows: list[dict[str, Any]], result: BatchResult
+) -> Any:
+    """The model's input for the decoded images; an image the preprocessing refuses fails alone (leaving `todo`)."""
+    try:
+        return ctx.encoder.image_pixels(images) if images else None
+    except Exception:  # rare: find the culprits one by one, so the rest of the batch still lands
+        log.debug("preprocessing a batch failed; trying its images one by one", exc_info=True)
+    row_of = {row["key"]: row for row in rows}
+    for i in reversed(range(len(images))):
+        try:
+            ctx.encoder.image_pixels(images[i : i + 1])
+        except Exception as exc:
+            key = todo[i].key
+            result.failed[key] = f"{key} cannot be prepared for the model ({type(exc).__name__}: {exc})"
+            row_of[key].update(status=AssetStatus.FAILED, error=result.failed[key])
+            del todo[i], images[i]
+    return ctx.encoder.image_pixels(images) if images else None
 
 
 def encode_batch(ctx: IngestContext, prepared: PreparedBatch) -> NDArray[np.float32]:

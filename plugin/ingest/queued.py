@@ -12,13 +12,13 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from sketchtext.plugin.db import Asset, AssetStatus, MetadataDB
 from sketchtext.plugin.errors import CatalogError, QueueError
-from sketchtext.plugin.ingest.catalog import CatalogEntry, catalog_entries, make_entry
+from sketchtext.plugin.ingest.catalog import CatalogEntry, catalog_entries, file_problem, make_entry
 from sketchtext.plugin.ingest.pipeline import BatchResult, IngestSummary, batched, catalog_row
 
 log = logging.getLogger(__name__)
@@ -162,15 +162,17 @@ def entries_for_job(db: MetadataDB, job: BatchJob) -> list[CatalogEntry]:
             "worker as on the machine that runs `sketchtext ingest --queue`."
         )
     rows = db.assets_by_key(job.collection, job.keys)
+    real_root = root.resolve()
     entries = []
     for key in job.keys:
         if Path(key).is_absolute() or ".." in Path(key).parts:
             raise QueueError(f"A batch names {key!r}, outside the catalog {root}; refusing it.")
         row = rows.get(key)
+        problem = file_problem(root / key, real_root)  # the inline scan's checks, made again where the file is read
         if row is None:  # registered rows are the norm; a missing one falls back to the folder's category
-            entries.append(make_entry(key, root / key, {}))
+            entries.append(replace(make_entry(key, root / key, {}), problem=problem))
             continue
-        entries.append(CatalogEntry.from_asset(row, root / key))
+        entries.append(CatalogEntry.from_asset(row, root / key, problem=problem))
     return entries
 
 

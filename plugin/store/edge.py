@@ -26,12 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import filelock
 import numpy as np
 import qdrant_edge as qe
 from numpy.typing import NDArray
 from qdrant_client import models
 
-from sketchtext.plugin.errors import CollectionNotFoundError, ModelMismatchError, StoreError
+from sketchtext.plugin.errors import CollectionNotFoundError, ModelMismatchError, StoreError, StoreUnavailableError
 from sketchtext.plugin.files import write_json_atomic
 from sketchtext.plugin.settings import Settings
 from sketchtext.plugin.store.base import EDGE_FOLDER, FILTER_FIELDS, HOST_PAYLOAD_KEY, PointId, StoreBase, qdrant_id
@@ -73,6 +74,31 @@ def _close_all(shards: dict[str, qe.EdgeShard]) -> None:
             shard.close()
 
 
+LOCK_FILE = ".lock"
+
+
+def hold_folder(folder: Path) -> filelock.BaseFileLock:
+    """An OS lock on the store folder, taken before any shard opens: another process that cannot get it has touched
+    nothing, so the holder (an ingest, `serve`, a worker) is unaffected; the OS drops it if the holder dies. Within
+    one process the lock is shared (counted), as stores of one process may be open side by side."""
+    lock = filelock.FileLock(folder / LOCK_FILE, timeout=0, is_singleton=True, thread_local=False)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except filelock.Timeout as exc:
+        raise StoreUnavailableError(
+            f"The embedded store {folder.parent} is in use by another process (an ingest, `sketchtext serve` or a "
+            "worker); wait for it to finish or stop it, or run a Qdrant server and set SKETCHTEXT_STORE__URL so "
+            "several processes can share one store."
+        ) from exc
+    except OSError as exc:
+        raise StoreUnavailableError(
+            f"Cannot open the embedded store {folder}: {exc.strerror or exc}; make the folder writable or point "
+            "SKETCHTEXT_DATA_DIR elsewhere."
+        ) from exc
+    return lock
+
+
 class EdgeStore(StoreBase):
     """Vectors in Qdrant Edge shards under one folder; the same interface as `QdrantStore` (see `VectorStore`),
     host points included (sketchtext's payload under one `sketchtext` object, other vectors and fields untouched)."""
@@ -89,6 +115,7 @@ class EdgeStore(StoreBase):
         self.vector_name = vector_name
         self.host_points = host_points
         self.index = index or EdgeIndexCfg()
+        self._held = hold_folder(self.folder)
         self._shards: dict[str, qe.EdgeShard] = {}
         self._lock = threading.RLock()
         self._finalizer = weakref.finalize(self, _close_all, self._shards)
@@ -103,8 +130,12 @@ class EdgeStore(StoreBase):
 
     def close(self) -> None:
         """Flush and close every shard this store opened; safe to call twice."""
-        with self._lock, edge_errors("close the store", self.folder):
-            _close_all(self._shards)
+        with self._lock:
+            try:
+                with edge_errors("close the store", self.folder):
+                    _close_all(self._shards)
+            finally:
+                self._held.release()
 
     # -- collections
     def shard_path(self, collection: str) -> Path:

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from sketchtext.plugin.db import asset_id as make_asset_id
-from sketchtext.plugin.errors import ImageError, QueryError
+from sketchtext.plugin.errors import ImageError
 from sketchtext.plugin.facade import SketchTextPlugin
 from sketchtext.plugin.images import decode_image
 from sketchtext.plugin.search import SearchHit, SketchTextQuery
@@ -65,19 +65,8 @@ class SearchService:
         embedded = db.status_counts(self.plugin.collection).get("embedded", 0)
         return Facets(collection=self.plugin.collection, assets=embedded, **found)
 
-    def check_filters(self, request: SearchRequest) -> None:
-        known = self.plugin.db.facets(self.plugin.collection)
-        for name, plural in (("category", "categories"), ("scene", "scenes")):
-            value = getattr(request, name)
-            values = [value] if isinstance(value, str) else value or []
-            unknown = [v for v in values if v not in known[plural]]
-            if unknown:
-                choices = ", ".join(known[plural]) or "none yet: ingest a catalog first"
-                raise QueryError(f"Unknown {name} {unknown[0]!r}; the collection has: {choices}.")
-
     def search(self, request: SearchRequest, sketch: bytes | str | None) -> SearchResponse:
         start = time.perf_counter()
-        self.check_filters(request)
         query = SketchTextQuery(
             sketch=sketch, text=request.text, category=request.category, scene=request.scene, limit=request.limit
         )

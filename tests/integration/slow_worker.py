@@ -11,13 +11,15 @@ import time
 from pathlib import Path
 
 from sketchtext.cli.main import main
+from sketchtext.plugin.store.base import VectorStore
+from sketchtext.plugin.store.edge import EdgeStore
 from sketchtext.plugin.store.qdrant import QdrantStore
 
-_upsert = QdrantStore.upsert
+_upserts = {QdrantStore: QdrantStore.upsert, EdgeStore: EdgeStore.upsert}
 
 
-def slow_upsert(self: QdrantStore, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-    _upsert(self, *args, **kwargs)
+def slow_upsert(self: VectorStore, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    _upserts[type(self)](self, *args, **kwargs)  # type: ignore[index]
     marker = Path(os.environ["SKETCHTEXT_TEST_GAP_MARKER"]) if os.environ.get("SKETCHTEXT_TEST_GAP_MARKER") else None
     if marker is not None:
         marker.touch()
@@ -27,6 +29,7 @@ def slow_upsert(self: QdrantStore, *args, **kwargs) -> None:  # type: ignore[no-
 
 
 QdrantStore.upsert = slow_upsert  # type: ignore[method-assign]
+EdgeStore.upsert = slow_upsert  # type: ignore[method-assign]
 
 if __name__ == "__main__":
     main(prog_name="sketchtext")

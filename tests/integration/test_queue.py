@@ -78,26 +78,23 @@ def migrated(postgres_url: str) -> str:
 
 
 def qdrant_points(env: dict[str, str]) -> dict[str, str]:
-    """Point id -> payload key of every point, read after the workers let go of the store."""
-    from qdrant_client import QdrantClient
+    """Point id -> payload key of every point, read after the workers let go of the store (opened as every command
+    opens it: `open_store`, so Qdrant Edge on the embedded default)."""
+    from sketchtext.plugin.store.open import open_store
 
-    if env.get("SKETCHTEXT_STORE__URL"):
-        client = QdrantClient(url=env["SKETCHTEXT_STORE__URL"])
-    else:
-        client = QdrantClient(path=env["SKETCHTEXT_STORE__PATH"])
     collection = env.get("SKETCHTEXT_STORE__COLLECTION", COLLECTION)
+    store_settings = {"path": env["SKETCHTEXT_STORE__PATH"], "collection": collection}
+    if env.get("SKETCHTEXT_STORE__URL"):
+        store_settings["url"] = env["SKETCHTEXT_STORE__URL"]
+    store = open_store(Settings(data_dir=Path(env["SKETCHTEXT_DATA_DIR"]), store=store_settings))
     try:
         points: dict[str, str] = {}
-        offset = None
-        while True:
-            batch, offset = client.scroll(collection, limit=256, offset=offset, with_payload=True)
-            for point in batch:
-                assert str(point.id) not in points
-                points[str(point.id)] = (point.payload or {})["key"]
-            if offset is None:
-                return points
+        for point_id, payload in store.points(collection):
+            assert str(point_id) not in points
+            points[str(point_id)] = payload["key"]
+        return points
     finally:
-        client.close()
+        store.close()
 
 
 def assert_embedded_exactly_once(
@@ -144,6 +141,45 @@ def test_a_worker_process_ingests_a_catalogue_through_the_queue(
 
     assert worker.stop() == 0
     assert_embedded_exactly_once(env, catalog, migrated, failed=frozenset({"bags/broken.png"}))
+
+
+def test_inline_and_worker_ingests_fill_one_edge_store(
+    tmp_path: Path, migrated: str, workers: Callable[..., Worker], redis_url: str
+) -> None:
+    from sketchtext.plugin.store.base import EDGE_FOLDER
+
+    catalog = make_catalog(tmp_path / "catalog", 12)
+    later = tmp_path / "later"
+    for key in [entry.key for entry in scan_catalog(catalog)][6:]:  # the second half arrives after the first run
+        (later / key).parent.mkdir(parents=True, exist_ok=True)
+        (catalog / key).rename(later / key)
+    env = queue_environment(broker_url=redis_url, db_url=migrated, data_dir=tmp_path / "data")
+    inline = run_cli(env, "ingest", str(catalog), "--json")
+    assert inline.returncode == 0, inline.stderr
+    assert json.loads(inline.stdout)["embedded"] == 6
+    for path in later.rglob("*.png"):
+        path.rename(catalog / path.relative_to(later))
+    outside = tmp_path / "outside.png"
+    draw_product(outside, 99, "red")
+    (catalog / "bags" / "escape.png").symlink_to(outside)
+
+    worker = workers(env).wait_ready()
+    queued = run_cli(env, "ingest", str(catalog), "--queue", "--json")
+    assert queued.returncode == 0, queued.stderr + worker.output()[-2000:]
+    report = json.loads(queued.stdout)
+    assert (report["embedded"], report["unchanged"], report["failed"]) == (6, 6, 1)
+    assert "leaves the catalog" in report["failures"][0]["reason"]
+    assert worker.stop() == 0
+
+    store = Path(env["SKETCHTEXT_STORE__PATH"])
+    assert (store / EDGE_FOLDER).is_dir() and not (store / "meta.json").exists(), "one engine: Qdrant Edge"
+    assert_embedded_exactly_once(env, catalog, migrated, failed=frozenset({"bags/escape.png"}))
+    verify = run_cli(env, "verify", "--json")
+    assert verify.returncode == 0 and json.loads(verify.stdout) == [], verify.stdout + verify.stderr
+    search = run_cli(env, "search", "--text", "a bag", "--limit", "20", "--json")
+    assert search.returncode == 0, search.stderr
+    assert "local mode" not in search.stderr
+    assert len(json.loads(search.stdout)) == 12
 
 
 def test_a_killed_worker_loses_nothing_and_duplicates_nothing(
