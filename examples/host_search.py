@@ -7,13 +7,15 @@ sketchtext adds one named vector, "sketch", and its own payload under `sketchtex
 """
 
 import sys
+from pathlib import Path
 
 from qdrant_client import QdrantClient, models
 
 from sketchtext.plugin import SketchTextPlugin, SketchTextQuery, load_settings
 from sketchtext.plugin.miniature.demo import bundle_dir
 
-catalog_dir, sketch_png = sys.argv[1], sys.argv[2]  # a str or a Path, wherever a path is asked for
+catalog_dir = sys.argv[1]  # a folder may be a str or a Path
+sketch_png = Path(sys.argv[2])  # a sketch file must be a Path (a str sketch is a data URL or base64 only)
 qdrant = sys.argv[3] if len(sys.argv) > 3 else "http://localhost:6333"
 host_client = QdrantClient(url=qdrant) if qdrant.startswith("http") else QdrantClient(path=qdrant)
 

@@ -154,7 +154,7 @@ def test_add_to_collection_takes_str_or_path(host_client, host_catalog, tmp_path
     assert len(plugin.add_to_collection(as_type(host_catalog)).result.embedded) == 6
     assert len(plugin.add_to_collection(as_type(host_catalog)).result.embedded) == 0  # idempotent
     assert plugin.verify(as_type(host_catalog)) == []
-    hit = plugin.search(SketchTextQuery(sketch=as_type(host_catalog / "bags/p104.png"), limit=1))[0]
+    hit = plugin.search(SketchTextQuery(sketch=host_catalog / "bags/p104.png", limit=1))[0]
     assert hit.id == 104 and (tmp_path / "data" / "sketchtext.db").is_file()
 
 

@@ -69,6 +69,7 @@ class WorkerRuntime:
         # Opening the store now holds the embedded folder for this worker's life, so a second worker on it fails here
         # (StoreUnavailableError naming the fix) instead of on its first batch.
         store = open_store(self.settings)  # the store every other command opens: Edge on the embedded default
+        store.hold()
         if isinstance(store, QdrantStore) and not embedded:
             with translated("list collections"):
                 store.client.get_collections()

@@ -34,11 +34,10 @@ class CatalogEntry:
     problem: str | None = None  # known before reading: the file is unusable for this reason
 
     @classmethod
-    def from_asset(cls, row: Asset, path: Path) -> CatalogEntry:
+    def from_asset(cls, row: Asset, path: Path, problem: str | None = None) -> CatalogEntry:
         """The entry an asset's SQL row records (the queued driver's workers read entries this way)."""
-        return cls(
-            key=row.key, path=path, **{name: getattr(row, name) for name in CATALOG_FIELDS}, extra=dict(row.extra or {})
-        )
+        fields = {name: getattr(row, name) for name in CATALOG_FIELDS}
+        return cls(key=row.key, path=path, **fields, extra=dict(row.extra or {}), problem=problem)
 
     def catalog_fields(self) -> dict[str, Any]:
         """The catalogue's own fields (`CATALOG_FIELDS`), None where the catalogue gives none."""

@@ -138,6 +138,10 @@ class VectorStore(Protocol):
     def optimize(self, collection: str) -> bool:
         """Build search indexes for what was written, where the backend does not do it by itself."""
 
+    def hold(self) -> None:
+        """Claim the store for this process now (a worker or a server at start-up); only an embedded store can be
+        held, a Qdrant server takes many clients."""
+
     def close(self) -> None:
         """Flush and release the store."""
 
@@ -231,6 +235,10 @@ class StoreBase:
     ) -> list[models.ScoredPoint]:
         """Nearest points by cosine similarity, best first."""
         return self.query_batch(collection, [(vector, query_filter, limit)])[0]
+
+    def hold(self) -> None:
+        """Claim the store for this process now (a worker or a server at start-up); only an embedded store can be
+        held, a Qdrant server takes many clients."""
 
     def close(self) -> None:
         """Flush and release the store."""

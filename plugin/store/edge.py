@@ -115,7 +115,9 @@ class EdgeStore(StoreBase):
         self.vector_name = vector_name
         self.host_points = host_points
         self.index = index or EdgeIndexCfg()
-        self._held = hold_folder(self.folder)
+        self._held: filelock.BaseFileLock | None = None
+        if self.folder.is_dir():  # an existing store is held from the start; a new one from when it is first written
+            self.hold()
         self._shards: dict[str, qe.EdgeShard] = {}
         self._lock = threading.RLock()
         self._finalizer = weakref.finalize(self, _close_all, self._shards)
@@ -135,7 +137,15 @@ class EdgeStore(StoreBase):
                 with edge_errors("close the store", self.folder):
                     _close_all(self._shards)
             finally:
-                self._held.release()
+                if self._held is not None:
+                    self._held.release()
+                    self._held = None
+
+    def hold(self) -> None:
+        """Take the folder's lock (making the folder) unless held already; every shard access takes it first, so a
+        read of a store that does not exist creates nothing."""
+        if self._held is None:
+            self._held = hold_folder(self.folder)
 
     # -- collections
     def shard_path(self, collection: str) -> Path:
@@ -169,6 +179,7 @@ class EdgeStore(StoreBase):
                         f"Collection {collection!r} does not exist; ingest a catalog into it first "
                         f"(`sketchtext ingest ./catalog --collection {collection}`)."
                     )
+                self.hold()
                 with edge_errors(f"open collection {collection!r}", self.shard_path(collection)):
                     shard = qe.EdgeShard.load(str(self.shard_path(collection)))
                 self._shards[collection] = shard
@@ -207,7 +218,7 @@ class EdgeStore(StoreBase):
         final = self.shard_path(collection)
         if self.exists(collection):
             raise StoreError(f"Collection {collection!r} already exists in {self.folder}.")
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.hold()  # makes the folder
         staging = self.folder / f".{collection}.creating-{uuid.uuid4().hex[:8]}"
         params = {name: qe.EdgeVectorParams(size=size, distance=DISTANCES[d]) for name, (size, d) in vectors.items()}
         config = qe.EdgeConfig(
@@ -233,6 +244,7 @@ class EdgeStore(StoreBase):
         os.replace(staging, final)
 
     def _write_metadata(self, collection: str, metadata: dict[str, Any]) -> None:
+        self.hold()
         write_json_atomic(self.binding_path(collection), {"format": BINDING_FORMAT, "metadata": metadata})
 
     # -- the model binding
