@@ -136,6 +136,7 @@ def bench_onnx(
     """The same model exported to ONNX, on the same collection: the composed query's encoding against the torch
     encoder's (timed alternately, same inputs), end to end, batch throughput, and the cosine to torch's vectors per
     mode."""
+    from sketchtext.plugin.model.onnx import OnnxEncoder
     from sketchtext.plugin.model.onnx_export import export_onnx
 
     out = Path(tempfile.mkdtemp()) / "onnx"
@@ -143,7 +144,8 @@ def bench_onnx(
     export_onnx(spec, out, checkpoint=checkpoint)
     export_s = time.perf_counter() - started
     plugin = SketchTextPlugin(Settings(data_dir=data, model={"spec": f"onnx:{out}"}))
-    onnx_encoder = plugin.query_encoder
+    onnx_encoder = OnnxEncoder(out, threads=torch.get_num_threads())  # as many threads as torch has (the plugin's
+    # own, timed end to end, takes onnxruntime's default: one per core)
     query = dataclasses.replace(query, combine="composed" if checkpoint else None)
     inputs, combines = [prepare_inputs(query)], [query.combine]
     encode = alternated(
