@@ -36,7 +36,7 @@ TEXTS = [
 def export(args: list[str]) -> dict:
     result = CliRunner().invoke(main, ["export-onnx", *args, "--json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    return json.loads(result.output[result.output.index("{") :])
+    return json.loads(result.output)
 
 
 @pytest.fixture(scope="module")

@@ -119,6 +119,7 @@ def export_graph(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, 
             opset_version=opset,
             dynamo=True,
             external_data=False,
+            verbose=False,  # else torch prints its progress to stdout
         )
     finally:
         torch.backends.mha.set_fastpath_enabled(fast)
