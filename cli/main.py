@@ -12,6 +12,7 @@ import click
 from sketchtext.cli.common import State, friendly_errors, model_options, settings_from
 from sketchtext.cli.method import eval_command, train_command
 from sketchtext.cli.miniature import demo, reproduce
+from sketchtext.cli.onnx import export_onnx
 from sketchtext.cli.pretrain import pretrain, probe
 from sketchtext.cli.queue import status, worker
 from sketchtext.cli.serve import serve
@@ -248,5 +249,17 @@ def generate(
     click.echo(f"wrote {out}: {json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict | list)})}")
 
 
-for command in (serve, train_command, eval_command, pretrain, probe, reproduce, demo, worker, status, store):
+for command in (
+    serve,
+    train_command,
+    eval_command,
+    pretrain,
+    probe,
+    reproduce,
+    demo,
+    worker,
+    status,
+    store,
+    export_onnx,
+):
     main.add_command(command)

@@ -57,7 +57,7 @@ def serve(
             err=True,
         )
     with SketchTextPlugin(settings) as plugin:
-        plugin.encoder  # noqa: B018 - load the model now rather than on the first search
+        plugin.query_encoder  # noqa: B018 - load the query model now rather than on the first search
         app = create_app(plugin, settings, catalog_root=catalog)
         shown = f"[{host}]" if ":" in host else host
         click.echo(f"sketchtext search page: http://{shown}:{port}/" + ("?token=…" if token else ""), err=True)

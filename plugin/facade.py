@@ -18,7 +18,7 @@ from sketchtext.plugin.ingest.unchanged import ingest_unchanged
 from sketchtext.plugin.ingest.verify import Difference, find_differences
 from sketchtext.plugin.ingest.verify import repair as repair_differences
 from sketchtext.plugin.model.query import Mode, QueryEncoder
-from sketchtext.plugin.model.spec import model_fingerprint
+from sketchtext.plugin.model.spec import export_folder, model_fingerprint
 from sketchtext.plugin.search import (
     SearchHit,
     SketchTextQuery,
@@ -123,12 +123,17 @@ class SketchTextPlugin:
     @property
     def query_encoder(self) -> QueryEncoder:
         """What makes query vectors, chosen once: a worker's model when `queue.remote_encode` is on (the model never
-        loads here), else the local encoder (zero-shot, or composed with a checkpoint)."""
+        loads here), an ONNX export for an `onnx:DIR` spec (onnxruntime, no torch), else the local encoder (zero-shot,
+        or composed with a checkpoint)."""
         if self._query_encoder is None:
             if self.settings.queue.remote_encode:
                 from sketchtext.plugin.model.remote import RemoteEncoder, load_remote_encoder
 
                 self._query_encoder = RemoteEncoder(self._remote or load_remote_encoder(self.settings))
+            elif self._encoder is None and (folder := export_folder(self.settings.model.spec)) is not None:
+                from sketchtext.plugin.model.onnx import open_export
+
+                self._query_encoder = open_export(folder, self.settings.model.checkpoint)
             else:
                 self._query_encoder = self.encoder
         return self._query_encoder

@@ -28,7 +28,6 @@ from sketchtext.plugin.model.composer import (
 FORMAT = "sketchtext-checkpoint/1"
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
-COMBINES = ("composed", "sum", "fusion")
 
 
 @dataclass(frozen=True)

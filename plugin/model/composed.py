@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from sketchtext.plugin.errors import CheckpointError, QueryError
-from sketchtext.plugin.model.checkpoint import COMBINES, CheckpointInfo, apply_checkpoint
+from sketchtext.plugin.errors import CheckpointError
+from sketchtext.plugin.model.checkpoint import CheckpointInfo, apply_checkpoint
 from sketchtext.plugin.model.clip import ClipEncoder
 from sketchtext.plugin.model.composer import ComposedCLIP
-from sketchtext.plugin.model.query import Combine, Mode, QueryInput
+from sketchtext.plugin.model.query import Combine, Mode, QueryInput, composed_modes, mix
 
 log = logging.getLogger(__name__)
 
@@ -59,28 +59,19 @@ class ComposedEncoder(ClipEncoder):
     def default_combine(self) -> str:
         return self.checkpoint.combine
 
-    def mode_of(self, has_sketch: bool, has_text: bool, combine: str | None) -> Mode:
-        if has_sketch and has_text:
-            mode = combine or self.default_combine
-            if mode not in COMBINES:
-                raise QueryError(f"Unknown combine mode {mode!r}; choose one of {', '.join(COMBINES)}.")
-            return cast(Mode, mode)
-        return "sketch" if has_sketch else "text"
-
     def query_vectors(
         self, inputs: Sequence[QueryInput], combines: Sequence[Combine | None] | None = None
     ) -> tuple[NDArray[np.float32], list[Mode]]:
         """Query vectors for (sketch, text) pairs, one pass per tower, and the mode each was made with."""
-        combines = list(combines) if combines is not None else [None] * len(inputs)
-        modes = [self.mode_of(s is not None, bool(t), c) for (s, t), c in zip(inputs, combines, strict=True)]
-        out = np.zeros((len(inputs), self.dim), np.float32)
+        modes = composed_modes(inputs, combines, self.default_combine)
         sketch_rows = [i for i, (s, _) in enumerate(inputs) if s is not None]
         text_rows = [i for i, mode in enumerate(modes) if mode in ("text", "sum", "fusion")]
         texts = dict(zip(text_rows, self.encode_texts([inputs[i][1] or "" for i in text_rows]), strict=True))
+        composed: dict[int, NDArray[np.float32]] = {}
+        images: dict[int, NDArray[np.float32]] = {}
         with torch.inference_mode():
             pixels = self.preprocess_images([inputs[i][0] for i in sketch_rows]) if sketch_rows else None
             features = self.composed.images(pixels.to(self.device, self.dtype)) if pixels is not None else None
-            composed: dict[int, NDArray[np.float32]] = {}
             if features is not None:
                 words = self.composer.to_word(features.to(self.dtype))
                 tails = [
@@ -90,20 +81,7 @@ class ComposedEncoder(ClipEncoder):
                 vectors = self.composed.query(words, tails).cpu().numpy()
                 composed = dict(zip(sketch_rows, vectors, strict=True))
                 images = dict(zip(sketch_rows, features.cpu().numpy(), strict=True))
-        for i, mode in enumerate(modes):  # sketch, composed and text vectors are unit vectors already
-            if mode in ("sketch", "composed"):
-                out[i] = composed[i]
-            elif mode == "text":
-                out[i] = texts[i]
-            elif mode == "sum":
-                out[i] = unit(images[i] + texts[i])
-            else:  # late fusion: equal weights on the composed and the summed query's cosine scores
-                out[i] = unit(composed[i] + unit(images[i] + texts[i]))
-        return out, modes
-
-
-def unit(vector: NDArray[np.float32]) -> NDArray[np.float32]:
-    return (vector / max(float(np.linalg.norm(vector)), 1e-12)).astype(np.float32)
+        return mix(modes, self.dim, composed, images, texts), modes
 
 
 def check_base(info: CheckpointInfo, fingerprint: str, what: str) -> None:

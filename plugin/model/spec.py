@@ -25,6 +25,15 @@ RANDOM_INIT_SEED = 0
 CHECKPOINT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors")
 
 
+EXPORT_BACKEND = "onnx"  # `onnx:DIR`: a `sketchtext export-onnx` folder, for query encoding without torch
+
+
+def export_folder(spec: str) -> Path | None:
+    """The folder an `onnx:DIR` spec names; None for any other spec."""
+    backend, _, rest = spec.partition(":")
+    return Path(rest).expanduser() if backend == EXPORT_BACKEND and rest else None
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """`open_clip:ARCH[@TAG_OR_PATH]`: an open_clip architecture with a pretrained tag, a local file, or nothing
@@ -36,6 +45,11 @@ class ModelSpec:
     @classmethod
     def parse(cls, text: str) -> ModelSpec:
         backend, sep, rest = text.partition(":")
+        if backend == EXPORT_BACKEND:
+            raise ConfigError(
+                f"Model spec {text!r} names an ONNX export, which encodes queries only; ingest, train and evaluate "
+                "with the open_clip model it was exported from (its manifest.json names it under 'source')."
+            )
         if not sep or backend != "open_clip" or not rest:
             raise ConfigError(
                 f"Model spec {text!r} is not of the form 'open_clip:ARCH[@TAG_OR_PATH]', "
