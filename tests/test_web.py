@@ -223,7 +223,7 @@ def test_photos_only_by_asset_id_and_only_from_inside_the_catalog(world, client,
 
     try:
         escaped = client.get(f"/api/photos/{asset_id(plugin.collection, key)}")
-        assert escaped.status_code == 404 and "not under" in escaped.json()["error"]
+        assert escaped.status_code == 404 and "not in the catalogue folder" in escaped.json()["error"]
     finally:
         plugin.db.delete_assets(plugin.collection, [key])
 
@@ -250,8 +250,23 @@ def test_token_guards_the_page_and_the_api(world) -> None:
     assert page.status_code == 401 and 'name="token"' in page.text
     assert guarded.get(f"/?token={TOKEN}").status_code == 200
     assert guarded.get("/static/app.js").status_code == 200  # code, no data
-    spec = guarded.get("/openapi.json").json()
+    assert guarded.get("/openapi.json").status_code == 401  # the schema is behind the token too
+    spec = guarded.get("/openapi.json", headers=bearer).json()
     assert spec["security"] == [{"bearer": []}]
+
+
+def test_deep_json_is_a_400_and_404s_name_no_server_path(tmp_path: Path, tiny_encoder) -> None:
+    plugin, settings, root = build_world(tmp_path, tiny_encoder)  # its own world: this test deletes the photos
+    with plugin:
+        client = TestClient(create_app(plugin, settings))
+        deep = client.post("/api/search", content=b"[" * 100_000, headers={"content-type": "application/json"})
+        assert deep.status_code == 400 and "nested too deeply" in deep.json()["error"]
+        hits = client.post("/api/search", json={"text": "red"}).json()["hits"]
+        for photo in root.rglob("*.png"):
+            photo.unlink()  # the files are gone: the photo route must say so without naming where they were
+        gone = client.get(hits[0]["thumb_url"])
+        assert gone.status_code == 404 and "catalogue folder" in gone.json()["error"]
+        assert str(root) not in gone.text and str(tmp_path) not in gone.text
 
 
 # -- errors of the library map to statuses

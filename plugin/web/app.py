@@ -67,7 +67,8 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
 
 
 class TokenGate:
-    """Requires the bearer token on the page and the API (and `?token=` on GET requests, for links and images)."""
+    """Requires the bearer token on the page, the API and its schema (and `?token=` on GET requests, for links and
+    images); only the page's own static code is open."""
 
     def __init__(self, app: ASGIApp, token: str, page: str) -> None:
         self.app = app
@@ -82,7 +83,7 @@ class TokenGate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or not (path == "/" or path.startswith("/api/")):
+        if scope["type"] != "http" or not (path in ("/", "/openapi.json") or path.startswith("/api/")):
             await self.app(scope, receive, send)
             return
         presented = self._presented(Request(scope))

@@ -107,7 +107,10 @@ class SearchService:
         base = root.resolve()
         path = (base / row.key).resolve()
         if not path.is_relative_to(base) or not path.is_file():
-            raise HTTPException(404, f"The photo of asset {ident} is not under {base}; re-ingest or check --catalog.")
+            # the message names no server path: the catalogue's location is the server's business
+            raise HTTPException(
+                404, f"The photo of asset {ident} is not in the catalogue folder; re-ingest or check --catalog."
+            )
         return path, row.sha256 or f"{path.stat().st_mtime_ns:x}"
 
     def thumbnail(self, path: Path, version: str, size: int) -> bytes:
@@ -152,6 +155,8 @@ class SearchService:
                 fields = json.loads(body)
             except (ValueError, UnicodeDecodeError) as exc:
                 raise HTTPException(400, f"The body is not valid JSON: {exc}.") from None
+            except RecursionError:  # JSON nested deeper than the parser's stack
+                raise HTTPException(400, "The body's JSON is nested too deeply; send a flat JSON object.") from None
             if not isinstance(fields, dict):
                 raise HTTPException(400, "The body must be a JSON object with sketch, text, category, scene, limit.")
         elif content_type == "multipart/form-data":
