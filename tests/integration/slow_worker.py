@@ -1,7 +1,9 @@
 """`sketchtext worker` whose Qdrant writes linger before SQL hears of them, so a test can kill it in between.
 
 Run as a script (not collected by pytest): `python slow_worker.py worker ...`. SKETCHTEXT_TEST_SLOW_UPSERT_S sets the
-pause (default 0.5 s); the file SKETCHTEXT_TEST_GAP_MARKER names, when set, exists only during the pause.
+pause (default 0.5 s); the file SKETCHTEXT_TEST_GAP_MARKER names, when set, exists only during the pause. With
+SKETCHTEXT_TEST_HOLD_AFTER=N, every write after the first N waits until the file SKETCHTEXT_TEST_RESUME names exists,
+so a test acts while a run is certainly unfinished, however fast or busy the machine.
 """
 
 from __future__ import annotations
@@ -18,7 +20,19 @@ from sketchtext.plugin.store.qdrant import QdrantStore
 _upserts = {QdrantStore: QdrantStore.upsert, EdgeStore: EdgeStore.upsert}
 
 
+_written = [0]
+
+
+def hold_if_asked() -> None:
+    hold_after = os.environ.get("SKETCHTEXT_TEST_HOLD_AFTER")
+    _written[0] += 1
+    if hold_after is not None and _written[0] > int(hold_after):
+        while not Path(os.environ["SKETCHTEXT_TEST_RESUME"]).exists():
+            time.sleep(0.02)
+
+
 def slow_upsert(self: VectorStore, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    hold_if_asked()
     _upserts[type(self)](self, *args, **kwargs)  # type: ignore[index]
     marker = Path(os.environ["SKETCHTEXT_TEST_GAP_MARKER"]) if os.environ.get("SKETCHTEXT_TEST_GAP_MARKER") else None
     if marker is not None:

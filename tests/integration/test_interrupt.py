@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -13,10 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from sketchtext.plugin.ingest.catalog import scan_catalog
 from sketchtext.plugin.miniature.generate import generate_world
 from tests.conftest import TINY_SPEC
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PAUSED_INGEST = Path(__file__).with_name("paused_ingest.py")
 
 
 @pytest.fixture(scope="module")
@@ -56,21 +60,45 @@ def run_to_end(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
 def test_interrupted_ingest_resumes_and_verifies_clean(world: Path, tmp_path: Path, sig: signal.Signals) -> None:
-    data = tmp_path / "data"
-    total = sum(1 for p in world.rglob("*.jpg"))
-    at = random.Random(int(sig)).randint(4, total // 2)  # a random point, reproducible per signal
-    process = subprocess.Popen(cli(data, *ingest_args(world)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # The signal comes at a point the test controls, however busy the machine: the decoder pauses on a file placed
+    # at a random (reproducible) position, and the signal arrives while it waits there, with earlier batches written.
+    catalog, data = tmp_path / "catalog", tmp_path / "data"
+    shutil.copytree(world, catalog)
+    keys = [entry.key for entry in scan_catalog(catalog)]
+    at = random.Random(int(sig)).randint(8, len(keys) // 2)
+    (catalog / f"{keys[at]}-pause.png").write_bytes(b"PAUSE until the signal")
+    total = len(keys)
+    env = {
+        **os.environ,
+        "SKETCHTEXT_TEST_PAUSED": str(tmp_path / "paused"),
+        "SKETCHTEXT_TEST_RESUME": str(tmp_path / "go"),
+    }
+    process = subprocess.Popen(
+        [sys.executable, str(PAUSED_INGEST), "--data-dir", str(data), *ingest_args(catalog)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
-        wait_for_embedded(process, data, at)
+        deadline = time.monotonic() + 240
+        while not (tmp_path / "paused").exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the ingest never reached the paused file"
+            time.sleep(0.05)
+        wait_for_embedded(process, data, 4)  # the batches before the paused one are written meanwhile
         os.kill(process.pid, sig)
+        (tmp_path / "go").touch()  # a SIGINTed run unwinds only once its decode threads return
         process.wait(timeout=60)
     finally:
         process.kill()
-    assert 0 < embedded_count(data) < total
-    rerun = run_to_end(data, *ingest_args(world))
+    assert 0 < embedded_count(data) <= at < total
+    rerun = subprocess.run(
+        [sys.executable, str(PAUSED_INGEST), "--data-dir", str(data), *ingest_args(catalog)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
     assert rerun.returncode == 0, rerun.stderr
     assert embedded_count(data) == total
-    verify = run_to_end(data, "verify", str(world), "--model", TINY_SPEC)
+    verify = run_to_end(data, "verify", str(catalog), "--model", TINY_SPEC)
     assert verify.returncode == 0 and "0 difference(s)" in verify.stdout, verify.stdout + verify.stderr
 
 

@@ -240,8 +240,10 @@ def test_ctrl_c_stops_the_command_and_a_rerun_finishes_the_run(
 ) -> None:
     total = 24
     catalog = make_catalog(tmp_path / "catalog", total)
-    slow = {"SKETCHTEXT_TEST_SLOW_UPSERT_S": "0.3"}
-    env = queue_environment(broker_url=redis_url, db_url=migrated, data_dir=tmp_path / "data", extra=slow)
+    # the worker writes one batch, then holds every later write until the test says go: Ctrl-C lands mid-run
+    hold = {"SKETCHTEXT_TEST_SLOW_UPSERT_S": "0", "SKETCHTEXT_TEST_HOLD_AFTER": "1"}
+    hold["SKETCHTEXT_TEST_RESUME"] = str(tmp_path / "go")
+    env = queue_environment(broker_url=redis_url, db_url=migrated, data_dir=tmp_path / "data", extra=hold)
     worker = workers(env, slow=True).wait_ready()
     db = MetadataDB(migrated)
     cli = subprocess.Popen(
@@ -251,9 +253,11 @@ def test_ctrl_c_stops_the_command_and_a_rerun_finishes_the_run(
         wait_until(lambda: db.status_counts(COLLECTION).get("embedded", 0) >= 4, 90, "the first batch")
         cli.send_signal(signal.SIGINT)
         _, err = cli.communicate(timeout=30)
+        (tmp_path / "go").touch()
         assert cli.returncode == 130 and "rerun the same command" in err
         assert db.latest_runs(1)[0].status == "interrupted"
     finally:
+        (tmp_path / "go").touch()
         if cli.poll() is None:
             cli.kill()
             cli.wait()
