@@ -16,7 +16,7 @@ from PIL import Image
 
 from sketchtext.plugin.errors import EmptyQueryError, ImageError, InvalidSketchError, QueryError
 from sketchtext.plugin.images import check_resized_pixels, open_image, to_rgb
-from sketchtext.plugin.model.query import MAX_TEXT_CHARS, Combine, QueryInput
+from sketchtext.plugin.model.query import COMBINES, MAX_TEXT_CHARS, Combine, QueryInput
 
 if TYPE_CHECKING:
     from qdrant_client import models
@@ -33,7 +33,6 @@ MAX_SKETCH_BYTES = 32 * 1024 * 1024
 # side, so aspect ratios beyond MAX_SKETCH_PIXELS / SKETCH_FIT_SIDE**2 (79:1) are refused from the header alone.
 SKETCH_FIT_SIDE = 448
 MAX_QUERY_LIMIT = 10_000
-COMBINES = ("composed", "sum", "fusion")
 
 
 @dataclass(frozen=True)
