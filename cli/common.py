@@ -74,6 +74,7 @@ def settings_from(
     batch_size: int | None,
     collection: str | None,
     checkpoint: Path | None = None,
+    regions: bool | None = None,
 ) -> Settings:
     if checkpoint is not None and model_spec is None:  # a checkpoint implies the base model it was trained on
         from sketchtext.plugin.model.checkpoint import read_checkpoint
@@ -87,5 +88,5 @@ def settings_from(
             "batch_size": batch_size,
             "checkpoint": checkpoint,
         },
-        store={"collection": collection},
+        store={"collection": collection, "regions": regions},
     )

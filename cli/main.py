@@ -39,6 +39,11 @@ def main(ctx: click.Context, config: Path | None, data_dir: Path | None, verbose
 @model_options
 @click.option("--prune", is_flag=True, help="Remove assets whose files are gone.")
 @click.option("--queue", "queued", is_flag=True, help="Send batches to Celery workers (`sketchtext worker`).")
+@click.option(
+    "--regions/--no-regions",
+    default=None,
+    help="Store photo regions for region-aware search in a new collection [default: with a --checkpoint].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_obj
 @friendly_errors
@@ -53,6 +58,7 @@ def ingest(
     collection: str | None,
     prune: bool,
     queued: bool,
+    regions: bool | None,
     as_json: bool,
 ) -> None:
     """Embed every photo under CATALOG into a Qdrant collection (new and changed files only)."""
@@ -61,7 +67,7 @@ def ingest(
     from sketchtext.plugin.facade import SketchTextPlugin
     from sketchtext.plugin.model.spec import check_spec
 
-    settings = settings_from(state, model_spec, device, precision, batch_size, collection, checkpoint)
+    settings = settings_from(state, model_spec, device, precision, batch_size, collection, checkpoint, regions)
     check_spec(settings.model.spec)  # a bad spec is told at once, not after a progress bar and a model load
     if queued:
         from sketchtext.cli.queue import ingest_queued

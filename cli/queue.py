@@ -127,6 +127,7 @@ def ingest_queued(
                 catalog,
                 collection=settings.store.collection,
                 fingerprint=fingerprint,
+                regions=settings.store.regions,
                 batch_size=settings.model.batch_size,
                 max_in_flight=max_in_flight,
                 prune=prune,

@@ -33,10 +33,8 @@ in_stock = models.Filter(must=[models.FieldCondition(key="in_stock", match=model
 query = SketchTextQuery(sketch=sketch_png, text="in red", category="shoes", filters=in_stock, limit=5)
 
 # Either encode and run it with the host's own client ...
-q = plugin.encode(query)
-points = host_client.query_points(
-    "products", query=q.query, using=q.using, query_filter=q.query_filter, limit=q.limit
-).points
+q = plugin.encode(query)  # q.request(): query, using, query_filter, limit (with regions=True: prefetch + rerank)
+points = host_client.query_points("products", **q.request()).points
 print("host query:", [point.id for point in points])
 
 # ... or let the plugin run it: typed hits, best first, with payload and SQL metadata.

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -30,6 +30,7 @@ from sketchtext.plugin.search import (
 from sketchtext.plugin.settings import Settings, load_settings
 from sketchtext.plugin.store.base import VectorStore, build_filter
 from sketchtext.plugin.store.open import open_store
+from sketchtext.plugin.store.regions import RegionPlan, RegionSearch, region_request, regions_name
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient, models
@@ -42,17 +43,29 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EncodedQuery:
-    """What a host passes to its own `query_points(collection, query=..., using=..., query_filter=...)`."""
+    """What a host passes to its own `query_points(collection, **encoded.request())` (or, without regions,
+    `query=encoded.query, using=..., query_filter=...`)."""
 
     vector: NDArray[np.float32]
     using: str | None
     query_filter: models.Filter | None
     limit: int
     mode: Mode
+    regions: RegionSearch | None = None  # set: prefetch by `vector`, rerank by the photos' regions
 
     @property
     def query(self) -> list[float]:
         return self.vector.tolist()
+
+    def request(self) -> dict[str, Any]:
+        """Keyword arguments of `QdrantClient.query_points` (and `models.QueryRequest`) that run this query: one
+        nearest search, or with regions the two stages in one round trip (prefetch with the filter, then rerank)."""
+        if self.regions is None:
+            return {"query": self.query, "using": self.using, "query_filter": self.query_filter, "limit": self.limit}
+        plan = RegionPlan(
+            self.vector, self.using, regions_name(self.using), self.query_filter, self.limit, self.regions
+        )
+        return region_request(plan)
 
 
 class SketchTextPlugin:
@@ -77,6 +90,7 @@ class SketchTextPlugin:
         encoder: ClipEncoder | None = None,
         remote_encoder: RemoteQueryEncoder | None = None,
         store: VectorStore | None = None,
+        region_search: RegionSearch | None = None,
     ) -> None:
         """Args:
         settings: Configuration; `load_settings()` (environment and config file) when omitted.
@@ -90,6 +104,7 @@ class SketchTextPlugin:
         remote_encoder: Encodes queries elsewhere when `settings.queue.remote_encode` is on; defaults to the
             Celery one (a GPU worker running `sketchtext worker`).
         store: A store already opened with `open_store` (a worker's, held for its life); its opener closes it.
+        region_search: How queries with `regions=True` rerank (candidates, region weight); `RegionSearch()`.
         """
         self.settings = settings or load_settings()
         self.collection = collection or self.settings.store.collection
@@ -106,6 +121,7 @@ class SketchTextPlugin:
         self._db: MetadataDB | None = None
         self._remote = remote_encoder
         self._query_encoder: QueryEncoder | None = None
+        self.region_search = region_search or RegionSearch()
 
     # -- parts, created on first use
     @property
@@ -168,7 +184,7 @@ class SketchTextPlugin:
 
     # -- ingest
     def ingest_context(self) -> IngestContext:
-        return IngestContext(self.encoder, self.store, self.db, self.collection)
+        return IngestContext(self.encoder, self.store, self.db, self.collection, regions=self.settings.store.regions)
 
     def add_to_collection(self, root: str | Path, *, batch_size: int | None = None) -> IngestSummary:
         """Add sketchtext's named vector to the host's existing collection, then fill it from the catalogue.
@@ -249,6 +265,7 @@ class SketchTextPlugin:
                 query_filter=build_filter(query.context(), query.filters, prefix=self.store.payload_prefix),
                 limit=query.limit,
                 mode=mode,
+                regions=self.region_search if query.regions else None,
             )
             for query, mode, vector in zip(queries, modes, vectors, strict=True)
         ]
@@ -263,7 +280,8 @@ class SketchTextPlugin:
 
         Example:
             >>> q = plugin.encode(SketchTextQuery(sketch=png_bytes, text="in red", category="shoes"))  # doctest: +SKIP
-            >>> client.query_points("products", query=q.query, using=q.using, query_filter=q.query_filter)
+            >>> client.query_points("products", **q.request())  # doctest: +SKIP
+            >>> # SketchTextQuery(..., regions=True): the same call runs the prefetch + regions rerank
         """
         return self.encode_batch([query])[0]
 
@@ -274,9 +292,19 @@ class SketchTextPlugin:
             each_query(queries, lambda query: check_context(query, known))
         batch = self.encode_batch(queries)  # validates every query before touching the store
         self.store.check_binding(self.collection, self.query_fingerprint)
-        results = self.store.query_batch(
-            self.collection, [(encoded.vector, encoded.query_filter, encoded.limit) for encoded in batch]
-        )
+        results: list[Any] = [None] * len(batch)
+        for rerank in (False, True):  # plain queries in one batch, regions queries in another
+            rows = [i for i, encoded in enumerate(batch) if (encoded.regions is not None) == rerank]
+            if not rows:
+                continue
+            requests = [(batch[i].vector, batch[i].query_filter, batch[i].limit) for i in rows]
+            found = (
+                self.store.query_regions_batch(self.collection, requests, self.region_search)
+                if rerank
+                else self.store.query_batch(self.collection, requests)
+            )
+            for i, points in zip(rows, found, strict=True):
+                results[i] = points
         return [join_hits(points, self.db, self.collection, self.store.own_payload) for points in results]
 
     def search(self, query: SketchTextQuery) -> list[SearchHit]:

@@ -49,6 +49,7 @@ class SketchTextQuery:
     filters: models.Filter | None = None
     limit: int = 10
     combine: Combine | None = None  # sketch + text: None = the checkpoint's measured best (zero-shot: sum)
+    regions: bool = False  # rerank the best candidates by the photos' regions (a collection ingested with regions)
 
     def context(self) -> dict[str, Any]:
         return {"category": self.category, "scene": self.scene}
@@ -147,6 +148,8 @@ def check_query(query: SketchTextQuery) -> None:
             raise QueryError(f"{name} must be a str or a list of str, got {values!r}.")
         if not listed:
             raise QueryError(f"{name} is an empty list, which would match nothing; leave it out to match all.")
+    if not isinstance(query.regions, bool):
+        raise QueryError(f"regions must be True or False, got {query.regions!r}.")
     if query.combine is not None and query.combine not in COMBINES:
         raise QueryError(f"combine must be one of {', '.join(COMBINES)}, got {query.combine!r}.")
 

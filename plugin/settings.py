@@ -40,6 +40,7 @@ class StoreSettings(BaseModel):
     collection: str = "sketchtext"
     vector_name: str | None = None  # a named vector inside a host's collection
     point_ids: Literal["asset", "host"] = "asset"  # "host": point id = the sidecar's host_id (host-owned points)
+    regions: bool | None = None  # photo regions in new collections; None: with a trained checkpoint only
     timeout_s: float = 30.0
 
 

@@ -11,13 +11,13 @@ from sketchtext.plugin.method.losses import (
     composition_loss,
     distance,
     neutral_text_loss,
-    pool_regions,
     prompt_consistency_loss,
     reconstruction_loss,
     region_triplet_loss,
     total_loss,
     triplet_loss,
 )
+from sketchtext.plugin.model.composer import pool_regions
 
 E = torch.eye(4)  # orthonormal directions: cos 1 with itself, 0 with the others
 

@@ -94,7 +94,7 @@ class WorkerRuntime:
                 self._plugin = SketchTextPlugin(self.settings, store=self._store)
             return self._plugin
 
-    def context(self, collection: str, fingerprint: str | None = None) -> IngestContext:
+    def context(self, collection: str, fingerprint: str | None = None, regions: bool | None = None) -> IngestContext:
         """An ingest context for `collection`; the model loads here once per process (after any fork)."""
         plugin = self.plugin()
         with self._lock:
@@ -104,7 +104,8 @@ class WorkerRuntime:
                     f"The run was planned for model {fingerprint}, but this worker runs {encoder.fingerprint}. "
                     "Start workers with the same SKETCHTEXT_MODEL__SPEC as the `sketchtext ingest --queue` command."
                 )
-            ctx = IngestContext(encoder, plugin.store, plugin.db, collection)
+            wanted = self.settings.store.regions if regions is None else regions
+            ctx = IngestContext(encoder, plugin.store, plugin.db, collection, regions=wanted)
             if collection not in self._collections:
                 try:
                     ctx.ensure_collection()
@@ -115,7 +116,7 @@ class WorkerRuntime:
 
     # -- the work
     def ingest(self, job: BatchJob) -> BatchResult:
-        ctx = self.context(job.collection, job.fingerprint)
+        ctx = self.context(job.collection, job.fingerprint, job.regions)
         return ingest_batch(ctx, entries_for_job(ctx.db, job))
 
     def prune(self, collection: str, keys: list[str]) -> BatchResult:

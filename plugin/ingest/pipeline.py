@@ -25,6 +25,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from sketchtext.plugin.db import AssetStatus, MetadataDB, asset_id
 from sketchtext.plugin.errors import (
+    ConfigError,
     DatabaseUnavailableError,
     ImageError,
     SketchTextError,
@@ -54,7 +55,9 @@ class IngestContext:
     draft_size: int | None = None  # decode JPEGs at a reduced size no smaller than this; None: the model's input side
     decode_workers: int = 0  # decode threads; 0: every core feeding a GPU, up to 4 beside a CPU encoder
     prefetch: int = 2  # batches decoded ahead of the encoder
+    regions: bool | None = None  # photo regions in a new collection; None: when the model is a trained checkpoint
     turn: ModelTurn = field(init=False)
+    _region_grid: tuple[int | None] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.turn = ModelTurn(self.encoder.device)
@@ -65,7 +68,26 @@ class IngestContext:
             self.decode_workers = cores if self.encoder.device == "cuda" else min(4, cores)
 
     def ensure_collection(self) -> None:
-        self.store.ensure_collection(self.collection, self.encoder.dim, self.encoder.fingerprint)
+        """Create the collection (with regions as asked) or check it; an explicit `regions` must match its own."""
+        wanted = self.encoder.regions_by_default if self.regions is None else self.regions
+        existed = self.store.exists(self.collection)
+        grid = self.encoder.region_grid if wanted else None
+        self.store.ensure_collection(self.collection, self.encoder.dim, self.encoder.fingerprint, region_grid=grid)
+        has = self.store.region_grid(self.collection)
+        if existed and self.regions is not None and self.regions != (has is not None):
+            raise ConfigError(
+                f"Collection {self.collection!r} was created {'with' if has else 'without'} photo regions, and a "
+                "collection keeps that choice; drop --regions/--no-regions (or SKETCHTEXT_STORE__REGIONS), or ingest "
+                "into a new collection."
+            )
+        self._region_grid = (has,)
+
+    @property
+    def region_grid(self) -> int | None:
+        """The collection's region grid (read once): a batch writes regions exactly when the collection has them."""
+        if self._region_grid is None:
+            self._region_grid = (self.store.region_grid(self.collection),)
+        return self._region_grid[0]
 
 
 @dataclass
@@ -135,6 +157,7 @@ class PreparedBatch:
     rows: list[dict[str, Any]]
     todo: list[CatalogEntry]
     pixels: Any  # what `ClipEncoder.image_pixels` gives, or None when nothing needs embedding
+    regions: NDArray[np.float32] | None = None  # (N, R, D), set by `encode_batch` when the collection has regions
 
 
 def prepare_batch(ctx: IngestContext, entries: Sequence[CatalogEntry]) -> PreparedBatch:
@@ -215,7 +238,10 @@ def encode_batch(ctx: IngestContext, prepared: PreparedBatch) -> NDArray[np.floa
         vectors = np.zeros((0, ctx.encoder.dim), np.float32)
     else:
         with ctx.turn.model_runs():
-            vectors = ctx.encoder.encode_image_tensors(prepared.pixels)
+            if ctx.region_grid is not None:  # the binding fixes the model, so its grid is the collection's
+                vectors, prepared.regions = ctx.encoder.encode_image_regions(prepared.pixels)
+            else:
+                vectors = ctx.encoder.encode_image_tensors(prepared.pixels)
     prepared.result.encode_s = time.perf_counter() - started
     return vectors
 
@@ -231,6 +257,7 @@ def write_batch(ctx: IngestContext, prepared: PreparedBatch, vectors: NDArray[np
         [point_id(ctx.store, ctx.collection, e.key, e.host_id) for e in prepared.todo],
         vectors,
         [point_payload(e) for e in prepared.todo],
+        regions=prepared.regions,
     )
     ctx.db.mark_embedded(ctx.collection, [e.key for e in prepared.todo], ctx.encoder.fingerprint)
     result.embedded = [e.key for e in prepared.todo]

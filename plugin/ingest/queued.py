@@ -37,6 +37,7 @@ class BatchJob:
     root: str
     keys: tuple[str, ...]
     fingerprint: str  # the model the run was planned for; a worker running another model refuses the job
+    regions: bool | None = None  # photo regions if the worker creates the collection (None: the model's default)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -45,6 +46,7 @@ class BatchJob:
             "root": self.root,
             "keys": list(self.keys),
             "fingerprint": self.fingerprint,
+            "regions": self.regions,
         }
 
     @classmethod
@@ -56,6 +58,7 @@ class BatchJob:
                 root=str(data["root"]),
                 keys=tuple(str(key) for key in data["keys"]),
                 fingerprint=str(data["fingerprint"]),
+                regions=None if data.get("regions") is None else bool(data["regions"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise QueueError(
@@ -210,6 +213,7 @@ def run_queued(
     *,
     collection: str,
     fingerprint: str,
+    regions: bool | None = None,
     batch_size: int = 32,
     max_in_flight: int = 64,
     prune: bool = False,
@@ -234,7 +238,7 @@ def run_queued(
         register_pending(db, collection, plan.todo)
         follower = Follower(db, collection, len(plan.todo), progress)
         jobs = deque(
-            BatchJob(run_id, collection, str(root), tuple(e.key for e in batch), fingerprint)
+            BatchJob(run_id, collection, str(root), tuple(e.key for e in batch), fingerprint, regions)
             for batch in batched(plan.todo, batch_size)
         )
         log.info("run %d: %d to embed in %d batches, of %d files", run_id, len(plan.todo), len(jobs), len(entries))

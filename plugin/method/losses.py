@@ -64,12 +64,6 @@ def triplet_loss(queries: torch.Tensor, photos: torch.Tensor, margin: float) -> 
     return triplet_on_distances(distance_matrix(queries, photos), margin)
 
 
-def pool_regions(tokens: torch.Tensor, grid: int) -> torch.Tensor:
-    """Projected patch tokens (B, h, w, D) averaged over a grid × grid layout of cells, normalised: (B, R, D)."""
-    cells = F.adaptive_avg_pool2d(tokens.permute(0, 3, 1, 2), grid)
-    return F.normalize(cells.flatten(2).transpose(1, 2), dim=-1)
-
-
 def region_distance_matrix(queries: torch.Tensor, regions: torch.Tensor, temperature: float) -> torch.Tensor:
     """δ between each query and each photo's regions, each photo's regions weighted by how well they match the
     query (softmax over its cells), (B, B)."""

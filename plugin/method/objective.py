@@ -16,14 +16,13 @@ from sketchtext.plugin.method.losses import (
     anchor_loss,
     composition_loss,
     neutral_text_loss,
-    pool_regions,
     prompt_consistency_loss,
     reconstruction_loss,
     region_triplet_loss,
     triplet_loss,
 )
 from sketchtext.plugin.method.pairs import SketchPhotoPair, TextQuery, photos
-from sketchtext.plugin.model.composer import ComposedCLIP
+from sketchtext.plugin.model.composer import ComposedCLIP, pool_regions
 
 
 def read_phrases(name: str) -> list[str]:

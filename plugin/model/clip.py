@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 class ClipEncoder:
     """A loaded CLIP model that turns images and texts into L2-normalised float32 vectors."""
 
+    region_grid = 2  # photo regions: grid × grid cells of the image tower's last feature map
+    regions_by_default = False  # zero-shot cells were never trained to match a query; a checkpoint's are (L_RT)
+
     def __init__(
         self, model: Any, preprocess: Any, tokenizer: Any, *, fingerprint: str, device: str, dtype: torch.dtype
     ) -> None:
@@ -77,19 +80,36 @@ class ClipEncoder:
         pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
         return pixels.pin_memory() if self.device == "cuda" else pixels
 
+    def tower_input(self, pixels: Pixels) -> torch.Tensor:
+        """Pixels from `image_pixels` (or preprocessed floats) as the tower's input, on its device and dtype."""
+        import torch
+
+        if isinstance(pixels, list):
+            assert self.pixel_steps is not None  # only image_pixels makes lists, and only with pixel steps
+            pixels = self.pixel_steps.resize_and_crop(pixels, self.device)
+        pixels = pixels.to(self.device, non_blocking=True)
+        if pixels.dtype == torch.uint8 and self.pixel_steps is not None:
+            pixels = self.pixel_steps.normalise(pixels)
+        return pixels.to(self.dtype)
+
     def encode_image_tensors(self, pixels: Pixels) -> NDArray[np.float32]:
         """Encode pixels from `image_pixels`, or preprocessed floats (N, 3, H, W)."""
         import torch
 
         with torch.inference_mode():
-            if isinstance(pixels, list):
-                assert self.pixel_steps is not None  # only image_pixels makes lists, and only with pixel steps
-                pixels = self.pixel_steps.resize_and_crop(pixels, self.device)
-            pixels = pixels.to(self.device, non_blocking=True)
-            if pixels.dtype == torch.uint8 and self.pixel_steps is not None:
-                pixels = self.pixel_steps.normalise(pixels)
-            features = self.model.encode_image(pixels.to(self.dtype))
-            return _normalised(features)
+            return _normalised(self.model.encode_image(self.tower_input(pixels)))
+
+    def encode_image_regions(self, pixels: Pixels) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """The global vectors (N, D) and the region vectors (N, grid², D) of the same pass: the tower's projected
+        patch tokens (CNN: feature-map cells) pooled over `region_grid` × `region_grid` cells, L2-normalised."""
+        import torch
+
+        from sketchtext.plugin.model.composer import images_with_tokens, pool_regions
+
+        with torch.inference_mode():
+            pooled, tokens = images_with_tokens(self.model, self.tower_input(pixels))
+            regions = pool_regions(tokens, self.region_grid)
+        return _normalised(pooled), regions.float().cpu().numpy().astype(np.float32, copy=False)
 
     def encode_images(self, images: Sequence[Image.Image]) -> NDArray[np.float32]:
         if not images:

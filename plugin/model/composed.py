@@ -45,6 +45,8 @@ class ComposedEncoder(ClipEncoder):
         self.composed = ComposedCLIP(self.model, tokenizer, self.composer)
         self.checkpoint = info
         self.base_fingerprint = base_fingerprint
+        self.region_grid = int(info.config.get("method", {}).get("region_grid", ClipEncoder.region_grid))
+        self.regions_by_default = True
 
     @classmethod
     def wrap(cls, encoder: ClipEncoder, info: CheckpointInfo) -> ComposedEncoder:

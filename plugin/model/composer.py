@@ -223,6 +223,25 @@ def timm_regions(visual: Any, pixels: torch.Tensor) -> tuple[torch.Tensor, torch
     return cells.mean(dim=(1, 2)), cells
 
 
+def images_with_tokens(model: Any, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """V(pixels) L2-normalised (B, D) and its patch tokens (CNN: feature-map cells) projected, (B, h, w, D)."""
+    cnn = timm_regions(model.visual, pixels)
+    if cnn is not None:
+        return F.normalize(cnn[0].float(), dim=-1), cnn[1].float()
+    with visual_tokens(model) as visual:
+        pooled, tokens = visual(pixels)
+    tokens = tokens @ visual.proj if visual.proj is not None else tokens
+    h, w = visual.grid_size
+    return F.normalize(pooled.float(), dim=-1), tokens.float().reshape(tokens.shape[0], h, w, -1)
+
+
+def pool_regions(tokens: torch.Tensor, grid: int) -> torch.Tensor:
+    """Projected patch tokens (B, h, w, D) averaged over a grid × grid layout of cells, normalised: (B, R, D); the
+    regions L_RT trains on and the store's region vectors."""
+    cells = F.adaptive_avg_pool2d(tokens.permute(0, 3, 1, 2), grid)
+    return F.normalize(cells.flatten(2).transpose(1, 2), dim=-1)
+
+
 @contextmanager
 def visual_tokens(model: Any) -> Any:
     """Make a ViT image tower return (pooled, patch tokens) for the duration of the block."""
@@ -280,14 +299,7 @@ class ComposedCLIP:
 
     def images_with_tokens(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """V(pixels) L2-normalised (B, D) and its patch tokens (CNN: feature-map cells) projected, (B, h, w, D)."""
-        cnn = timm_regions(self.model.visual, pixels)
-        if cnn is not None:
-            return F.normalize(cnn[0].float(), dim=-1), cnn[1].float()
-        with visual_tokens(self.model) as visual:
-            pooled, tokens = visual(pixels)
-        tokens = tokens @ visual.proj if visual.proj is not None else tokens
-        h, w = visual.grid_size
-        return F.normalize(pooled.float(), dim=-1), tokens.float().reshape(tokens.shape[0], h, w, -1)
+        return images_with_tokens(self.model, pixels)
 
     def words(self, texts: Sequence[str]) -> list[torch.Tensor]:
         return embed_words(self.model, self.tokenizer, texts)

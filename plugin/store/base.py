@@ -12,6 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sketchtext.plugin.errors import ConfigError, ModelMismatchError, QueryError, StoreError
+from sketchtext.plugin.store.regions import REGIONS_KEY, RegionPlan, RegionSearch, regions_name
 
 if TYPE_CHECKING:  # qdrant-client loads with a backend (it brings httpx, grpc and click): hosts import us cheaply
     from qdrant_client import models
@@ -84,14 +85,22 @@ class VectorStore(Protocol):
     def payload_prefix(self) -> str:
         """Where sketchtext's payload fields live in a point ('' or 'sketchtext.')."""
 
+    @property
+    def regions_name(self) -> str:
+        """The multivector holding the regions of this store's vector."""
+
     def own_payload(self, payload: Mapping[str, Any] | None) -> dict[str, Any]:
         """sketchtext's fields of a point's payload."""
 
     def exists(self, collection: str) -> bool:
         """Whether the collection exists."""
 
-    def ensure_collection(self, collection: str, dim: int, fingerprint: str) -> None:
-        """Create the collection bound to a model fingerprint, or check that it is bound to it."""
+    def ensure_collection(self, collection: str, dim: int, fingerprint: str, *, region_grid: int | None = None) -> None:
+        """Create the collection bound to a model fingerprint (with a regions multivector when `region_grid` is
+        set), or check that it is bound to it (an existing collection keeps what it has)."""
+
+    def region_grid(self, collection: str) -> int | None:
+        """The region grid recorded in the collection's binding; None when its points hold no regions."""
 
     def add_vector(self, collection: str, dim: int) -> bool:
         """Add the named vector (cosine, `dim`) to an existing collection; False when it is already there."""
@@ -108,8 +117,10 @@ class VectorStore(Protocol):
         ids: Sequence[uuid.UUID | str | int],
         vectors: NDArray[np.float32],
         payloads: Sequence[dict[str, Any]],
+        *,
+        regions: NDArray[np.float32] | None = None,
     ) -> None:
-        """Write points; return only once they are stored."""
+        """Write points (with their regions, (N, R, D), in a collection that has them); return once stored."""
 
     def delete(self, collection: str, ids: Sequence[uuid.UUID | str | int]) -> None:
         """Remove points by id."""
@@ -128,6 +139,14 @@ class VectorStore(Protocol):
         self, collection: str, requests: Sequence[tuple[NDArray[np.float32], models.Filter | None, int]]
     ) -> list[list[models.ScoredPoint]]:
         """Several (vector, filter, limit) queries at once; each result best first."""
+
+    def query_regions_batch(
+        self,
+        collection: str,
+        requests: Sequence[tuple[NDArray[np.float32], models.Filter | None, int]],
+        search: RegionSearch,
+    ) -> list[list[models.ScoredPoint]]:
+        """Two-stage queries: prefetch by the global vector with the filter, rerank by regions; best first."""
 
     def points(self, collection: str, page: int = 1000) -> Iterator[tuple[str | int, dict[str, Any]]]:
         """Every point holding a sketchtext vector, as (id, sketchtext's payload)."""
@@ -177,6 +196,43 @@ class StoreBase:
 
     def binding(self, collection: str) -> str | None:
         raise NotImplementedError
+
+    def metadata(self, collection: str) -> dict[str, Any]:
+        """sketchtext's record of a collection (its binding)."""
+        raise NotImplementedError
+
+    @property
+    def regions_name(self) -> str:
+        """The multivector holding the regions of this store's vector."""
+        return regions_name(self.vector_name)
+
+    @property
+    def regions_field(self) -> str:
+        """The collection metadata key that records the region grid of this store's vector."""
+        return f"{REGIONS_KEY}:{self.vector_name or ''}"
+
+    def region_grid(self, collection: str) -> int | None:
+        """The region grid recorded in the collection's binding; None when its points hold no regions."""
+        value = self.metadata(collection).get(self.regions_field)
+        return int(value) if value is not None else None
+
+    def region_plans(
+        self,
+        collection: str,
+        requests: Sequence[tuple[NDArray[np.float32], models.Filter | None, int]],
+        search: RegionSearch,
+    ) -> list[RegionPlan]:
+        """The two-stage plan of each request; a clear error when the collection holds no regions."""
+        if self.region_grid(collection) is None:
+            raise QueryError(
+                f"Collection {collection!r} holds no photo regions, so a regions query cannot run on it; search "
+                "without regions, or ingest the catalogue into a new collection with `sketchtext ingest --regions` "
+                "(regions are chosen when a collection is created)."
+            )
+        return [
+            RegionPlan(vector, self.vector_name, self.regions_name, query_filter, limit, search)
+            for vector, query_filter, limit in requests
+        ]
 
     def check_binding(self, collection: str, fingerprint: str) -> None:
         """Raise unless the collection exists and holds vectors of the model `fingerprint`."""

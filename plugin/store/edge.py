@@ -37,6 +37,8 @@ from sketchtext.plugin.files import write_json_atomic
 from sketchtext.plugin.settings import Settings
 from sketchtext.plugin.store.base import EDGE_FOLDER, FILTER_FIELDS, HOST_PAYLOAD_KEY, PointId, StoreBase, qdrant_id
 from sketchtext.plugin.store.edge_convert import DISTANCES, edge_errors, edge_filter, scored_point
+from sketchtext.plugin.store.edge_regions import edge_region_request, region_params
+from sketchtext.plugin.store.regions import RegionSearch
 
 log = logging.getLogger(__name__)
 
@@ -211,16 +213,18 @@ class EdgeStore(StoreBase):
         vectors: Mapping[str, tuple[int, str]],
         metadata: Mapping[str, Any],
         index_prefixes: Sequence[str] | None = None,
+        multivectors: Mapping[str, qe.EdgeVectorParams] | None = None,
     ) -> None:
-        """A new shard with `vectors` ({name: (size, distance)}, '' for one unnamed vector), keyword indexes on the
-        filter fields (under each of `index_prefixes`, default this store's payload prefix) and `metadata`; built
-        aside and moved in place, so a crash never leaves half a collection."""
+        """A new shard with `vectors` ({name: (size, distance)}, '' for one unnamed vector) and `multivectors`,
+        keyword indexes on the filter fields (under each of `index_prefixes`, default this store's payload prefix)
+        and `metadata`; built aside and moved in place, so a crash never leaves half a collection."""
         final = self.shard_path(collection)
         if self.exists(collection):
             raise StoreError(f"Collection {collection!r} already exists in {self.folder}.")
         self.hold()  # makes the folder
         staging = self.folder / f".{collection}.creating-{uuid.uuid4().hex[:8]}"
         params = {name: qe.EdgeVectorParams(size=size, distance=DISTANCES[d]) for name, (size, d) in vectors.items()}
+        params.update(multivectors or {})
         config = qe.EdgeConfig(
             vectors=params[""] if set(params) == {""} else params,
             hnsw_config=self.index.hnsw(),
@@ -255,12 +259,17 @@ class EdgeStore(StoreBase):
         value = self.metadata(collection).get(self.binding_field)
         return str(value) if value is not None else None
 
-    def ensure_collection(self, collection: str, dim: int, fingerprint: str) -> None:
-        """Create the collection (cosine, `dim`) bound to `fingerprint`, or check an existing one is bound to it."""
+    def ensure_collection(self, collection: str, dim: int, fingerprint: str, *, region_grid: int | None = None) -> None:
+        """Create the collection (cosine, `dim`; regions beside it with a `region_grid`) bound to `fingerprint`, or
+        check an existing one is bound to it."""
         with self._lock:
             if not self.exists(collection):
+                metadata: dict[str, Any] = {self.binding_field: fingerprint}
+                if region_grid is not None:
+                    metadata[self.regions_field] = region_grid
+                regions = {self.regions_name: region_params(dim)} if region_grid is not None else None
                 self.create_collection(
-                    collection, {self.vector_name or "": (dim, "Cosine")}, {self.binding_field: fingerprint}
+                    collection, {self.vector_name or "": (dim, "Cosine")}, metadata, multivectors=regions
                 )
                 log.info("created Edge collection %s (dim %d, model %s)", collection, dim, fingerprint)
                 return
@@ -289,8 +298,10 @@ class EdgeStore(StoreBase):
         log.info("added vector %s (cosine, %d) to Edge collection %s", name, dim, collection)
 
     # -- points
-    def _vector(self, vector: NDArray[np.float32]) -> Any:
+    def _vector(self, vector: NDArray[np.float32], regions: NDArray[np.float32] | None = None) -> Any:
         values = np.asarray(vector, dtype=np.float32).tolist()
+        if regions is not None:
+            return {self.vector_name or "": values, self.regions_name: np.asarray(regions, np.float32).tolist()}
         return {self.vector_name: values} if self.vector_name else values
 
     def upsert(
@@ -299,8 +310,11 @@ class EdgeStore(StoreBase):
         ids: Sequence[PointId],
         vectors: NDArray[np.float32],
         payloads: Sequence[dict[str, Any]],
+        *,
+        regions: NDArray[np.float32] | None = None,
     ) -> None:
-        """Write points; returns once they are in the write-ahead log and flushed to disk.
+        """Write points (with their regions (N, R, D) when given); returns once they are in the write-ahead log and
+        flushed to disk.
 
         Host points that already exist keep their other vectors and payload: only sketchtext's part changes."""
         if not ids:
@@ -310,13 +324,14 @@ class EdgeStore(StoreBase):
         with edge_errors(f"write {len(point_ids)} points to {collection!r}", self.shard_path(collection)):
             existing = self._existing(shard, point_ids) if self.host_points else set()
             new_points = []
-            for pid, vector, payload in zip(point_ids, vectors, payloads, strict=True):
-                own = self.own(payload)
+            cells = regions if regions is not None else [None] * len(point_ids)
+            for pid, vector, region, payload in zip(point_ids, vectors, cells, payloads, strict=True):
+                own, named = self.own(payload), self._vector(vector, region)
                 if pid in existing:
-                    shard.update(qe.UpdateOperation.update_vectors([qe.PointVectors(pid, self._vector(vector))]))
+                    shard.update(qe.UpdateOperation.update_vectors([qe.PointVectors(pid, named)]))
                     shard.update(qe.UpdateOperation.set_payload([pid], own))
                 else:
-                    new_points.append(qe.Point(id=pid, vector=self._vector(vector), payload=own))
+                    new_points.append(qe.Point(id=pid, vector=named, payload=own))
             if new_points:
                 shard.update(qe.UpdateOperation.upsert_points(new_points))
             shard.flush()
@@ -386,6 +401,21 @@ class EdgeStore(StoreBase):
             for vector, query_filter, limit in requests
         ]
         with edge_errors(f"query {collection!r}", self.shard_path(collection)):
+            results = shard.query_batch(qe.QueryBatchRequest(batch)) if len(batch) > 1 else [shard.query(batch[0])]
+        return [[scored_point(point) for point in points] for points in results]
+
+    def query_regions_batch(
+        self,
+        collection: str,
+        requests: Sequence[tuple[NDArray[np.float32], models.Filter | None, int]],
+        search: RegionSearch,
+    ) -> list[list[models.ScoredPoint]]:
+        """Two-stage queries (prefetch by the global vector, rerank by regions), planned as one batch."""
+        plans = self.region_plans(collection, requests, search)
+        params = self.search_params(collection)
+        batch = [edge_region_request(plan, params) for plan in plans]
+        shard = self.shard(collection)
+        with edge_errors(f"query regions of {collection!r}", self.shard_path(collection)):
             results = shard.query_batch(qe.QueryBatchRequest(batch)) if len(batch) > 1 else [shard.query(batch[0])]
         return [[scored_point(point) for point in points] for points in results]
 

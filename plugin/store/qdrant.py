@@ -22,6 +22,7 @@ from sketchtext.plugin.errors import (
 )
 from sketchtext.plugin.settings import Settings
 from sketchtext.plugin.store.base import FILTER_FIELDS, HOST_PAYLOAD_KEY, PointId, StoreBase, qdrant_id
+from sketchtext.plugin.store.regions import RegionSearch, region_request
 
 log = logging.getLogger(__name__)
 
@@ -92,21 +93,27 @@ class QdrantStore(StoreBase):
                     f"Collection {collection!r} does not exist; ingest a catalog into it first "
                     f"(`sketchtext ingest ./catalog --collection {collection}`)."
                 )
-            metadata = self.client.get_collection(collection).config.metadata or {}
-        value = metadata.get(self.binding_field)
+        value = self.metadata(collection).get(self.binding_field)
         return str(value) if value is not None else None
 
-    def ensure_collection(self, collection: str, dim: int, fingerprint: str) -> None:
-        """Create the collection (cosine, `dim`) bound to `fingerprint`, or check an existing one is bound to it."""
+    def metadata(self, collection: str) -> dict[str, Any]:
+        """The collection's metadata (sketchtext's binding among it)."""
+        with translated(f"read collection {collection!r}"):
+            return dict(self.client.get_collection(collection).config.metadata or {})
+
+    def ensure_collection(self, collection: str, dim: int, fingerprint: str, *, region_grid: int | None = None) -> None:
+        """Create the collection (cosine, `dim`; regions beside it with a `region_grid`) bound to `fingerprint`, or
+        check an existing one is bound to it."""
         with translated(f"create collection {collection!r}"):
             exists = self.client.collection_exists(collection)
             if not exists:
                 vectors = models.VectorParams(size=dim, distance=models.Distance.COSINE)
-                self.client.create_collection(
-                    collection,
-                    vectors_config={self.vector_name: vectors} if self.vector_name else vectors,
-                    metadata={self.binding_field: fingerprint},
-                )
+                metadata: dict[str, Any] = {self.binding_field: fingerprint}
+                config: Any = {self.vector_name: vectors} if self.vector_name else vectors
+                if region_grid is not None:
+                    metadata[self.regions_field] = region_grid
+                    config = {self.vector_name or "": vectors, self.regions_name: region_params(dim)}
+                self.client.create_collection(collection, vectors_config=config, metadata=metadata)
                 log.info("created collection %s (dim %d, model %s)", collection, dim, fingerprint)
                 self._create_indexes(collection)
                 return
@@ -125,7 +132,7 @@ class QdrantStore(StoreBase):
     def vector_size(self, collection: str) -> int | None:
         with translated(f"read collection {collection!r}"):
             vectors = self.client.get_collection(collection).config.params.vectors
-        params = vectors.get(self.vector_name) if isinstance(vectors, dict) and self.vector_name else vectors
+        params = vectors.get(self.vector_name or "") if isinstance(vectors, dict) else vectors
         return None if params is None or isinstance(params, dict) else params.size
 
     def create_vector(self, collection: str, dim: int) -> None:
@@ -163,8 +170,10 @@ class QdrantStore(StoreBase):
         ids: Sequence[PointId],
         vectors: NDArray[np.float32],
         payloads: Sequence[dict[str, Any]],
+        *,
+        regions: NDArray[np.float32] | None = None,
     ) -> None:
-        """Write points in one request and wait until Qdrant has applied them.
+        """Write points (with their regions (N, R, D) when given) in one request; wait until Qdrant applied them.
 
         Host points that already exist keep their other vectors and payload: only sketchtext's part changes."""
         if not ids:
@@ -173,8 +182,11 @@ class QdrantStore(StoreBase):
         existing = self._existing(collection, point_ids) if self.host_points else set()
         operations: list[Any] = []
         new_points = []
-        for pid, vector, payload in zip(point_ids, vectors, payloads, strict=True):
-            named = {self.vector_name: vector.tolist()} if self.vector_name else vector.tolist()
+        cells = regions if regions is not None else [None] * len(point_ids)
+        for pid, vector, region, payload in zip(point_ids, vectors, cells, payloads, strict=True):
+            named: Any = {self.vector_name: vector.tolist()} if self.vector_name else vector.tolist()
+            if region is not None:
+                named = {self.vector_name or "": vector.tolist(), self.regions_name: region.tolist()}
             own = self.own(payload)
             if pid in existing:
                 operations.append(
@@ -221,6 +233,19 @@ class QdrantStore(StoreBase):
             responses = self.client.query_batch_points(collection, requests=batch)
         return [list(response.points) for response in responses]
 
+    def query_regions_batch(
+        self,
+        collection: str,
+        requests: Sequence[tuple[NDArray[np.float32], models.Filter | None, int]],
+        search: RegionSearch,
+    ) -> list[list[models.ScoredPoint]]:
+        """Two-stage queries (prefetch by the global vector, rerank by regions) in one round trip."""
+        plans = self.region_plans(collection, requests, search)
+        batch = [models.QueryRequest(**region_request(plan), with_payload=True) for plan in plans]
+        with translated(f"query regions of {collection!r}"):
+            responses = self.client.query_batch_points(collection, requests=batch)
+        return [list(response.points) for response in responses]
+
     def points(self, collection: str, page: int = 1000) -> Iterator[tuple[str | int, dict[str, Any]]]:
         """Every point holding a sketchtext vector, as (id, sketchtext's payload)."""
         offset: Any = None
@@ -247,6 +272,17 @@ class QdrantStore(StoreBase):
     def optimize(self, collection: str) -> bool:
         """Nothing to do: a Qdrant server indexes by itself, and local mode has no index."""
         return False
+
+
+def region_params(dim: int) -> models.VectorParams:
+    """Cosine MaxSim multivector, never indexed (m=0: it only reranks), kept on disk."""
+    return models.VectorParams(
+        size=dim,
+        distance=models.Distance.COSINE,
+        multivector_config=models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM),
+        hnsw_config=models.HnswConfigDiff(m=0),
+        on_disk=True,
+    )
 
 
 def open_local(path: Path) -> QdrantClient:
