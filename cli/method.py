@@ -150,6 +150,9 @@ def train_command(
 @click.option("--model", "model_spec", help="Base model spec (default: the checkpoint's); e.g. a local weights file.")
 @click.option("--device", type=DEVICES, default="auto", show_default=True)
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="JSON report (default: in CHECKPOINT).")
+@click.option("--regions/--no-regions", default=True, show_default=True, help="Also each mode reranked by regions.")
+@click.option("--region-prefetch", type=click.IntRange(min=1), help="Candidates the regions rerank [default: 100].")
+@click.option("--region-weight", type=click.FloatRange(0, 1, min_open=True), help="Region score's share [default: 1].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
 @friendly_errors
 def eval_command(
@@ -160,12 +163,21 @@ def eval_command(
     model_spec: str | None,
     device: str,
     output: Path | None,
+    regions: bool,
+    region_prefetch: int | None,
+    region_weight: float | None,
     as_json: bool,
 ) -> None:
-    """FG-SBIR evaluation of a checkpoint: Acc@1/5/10 per mode (zero-shot, trained, text, sum, composed, fusion)."""
+    """FG-SBIR evaluation of a checkpoint: Acc@1/5/10 per mode (zero-shot, trained, text, sum, composed, fusion),
+    each also reranked by photo regions (`+regions` rows) unless --no-regions."""
     from sketchtext.plugin.method.evaluation import evaluate, format_table
+    from sketchtext.plugin.store.regions import RegionSearch
 
-    report = evaluate(checkpoint, data, queries_file=queries, base_spec=model_spec, split=split, device=device)
+    given = {"prefetch": region_prefetch, "weight": region_weight}
+    search = RegionSearch(**{k: v for k, v in given.items() if v is not None}) if regions else None  # type: ignore[arg-type]
+    report = evaluate(
+        checkpoint, data, queries_file=queries, base_spec=model_spec, split=split, device=device, regions=search
+    )
     output = output or checkpoint / f"eval-{split}.json"
     output.write_text(json.dumps(report.as_dict(), indent=2))
     if as_json:

@@ -12,7 +12,8 @@ import torch
 from click.testing import CliRunner
 
 from sketchtext.cli.main import main
-from sketchtext.plugin.method.evaluation import MODES, accuracy, ranks
+from sketchtext.plugin.method.evaluation import MODES, accuracy, ranks, rerank_ranks
+from sketchtext.plugin.store.regions import RegionSearch
 from tests.conftest import TINY_SPEC
 from tests.generated_pairs import make_pairs
 
@@ -23,6 +24,19 @@ def test_ranks_and_accuracy() -> None:
     rank = ranks(queries, gallery, [0, 1, 2])
     assert rank.tolist() == [1, 1, 2]
     assert accuracy(rank, (1, 5)) == {"acc@1": pytest.approx(2 / 3), "acc@5": 1.0}
+
+
+def test_rerank_ranks_follow_the_two_stages() -> None:
+    """Target 1 is second by the global vector but has the best region: the rerank lifts it to first. Target 3 is
+    outside the 2 prefetched candidates, so it keeps its global rank (the store never returns it)."""
+    gallery = np.eye(4, dtype=np.float32)
+    query = np.array([0.8, 0.5, 0.1, 0.3], np.float32)
+    regions = np.stack([np.stack([g, g]) for g in gallery])
+    regions[1, 1] = query / np.linalg.norm(query)
+    queries = np.stack([query] * 2)
+    assert ranks(queries, gallery, [1, 3]).tolist() == [2, 3]
+    assert rerank_ranks(queries, gallery, regions, [1, 3], RegionSearch(prefetch=2, weight=1.0)).tolist() == [1, 3]
+    assert rerank_ranks(queries, gallery, regions, [1, 3], RegionSearch(prefetch=2, weight=0.1)).tolist() == [2, 3]
 
 
 @pytest.fixture
@@ -57,7 +71,9 @@ def test_train_and_eval_commands(tmp_path: Path, one_thread: None) -> None:
         n, acc1, acc5, acc10, mean_rank = (float(v) for v in row.split()[1:6])
         assert n == 8 and 0 <= acc1 <= acc5 <= acc10 == 1.0 and 1 <= mean_rank <= 4
     report = json.loads((out / "eval-test.json").read_text())
-    assert [r["mode"] for r in report["results"]] == list(MODES)
+    assert [r["mode"] for r in report["results"]] == [row for m in MODES for row in (m, f"{m}+regions")]
+    plain = runner.invoke(main, ["eval", "--checkpoint", str(out), "--data", str(data), "--no-regions", "--json"])
+    assert [r["mode"] for r in json.loads(plain.output)["results"]] == list(MODES)
 
     bad = runner.invoke(main, [*args, "--lambda", "speed=1"])
     assert bad.exit_code == 1 and "NAME one of rt, tt, comp, reg, rec" in bad.output

@@ -99,14 +99,15 @@ def test_two_stage_query_equals_a_numpy_maxsim_rerank_of_the_prefetched(store, p
     assert reordered == len(queries)  # the rerank changes the global order: the test would see a no-op
 
 
-def test_filters_apply_in_the_prefetch(store, points) -> None:
+@pytest.mark.parametrize("weight", [1.0, 0.4])
+def test_filters_apply_in_the_prefetch(store, points, weight: float) -> None:
     ids, vectors, regions, categories = points
     query = unit(np.random.default_rng(4).normal(size=D))
     allowed = [c == "lamp" for c in categories]
-    hits = store.query_regions_batch("c", [(query, build_filter({"category": "lamp"}), 8)], RegionSearch(prefetch=12))[
-        0
-    ]
-    expected, _ = brute_force(query, vectors, regions, allowed, 12, 8, 1.0)
+    hits = store.query_regions_batch(
+        "c", [(query, build_filter({"category": "lamp"}), 8)], RegionSearch(prefetch=12, weight=weight)
+    )[0]
+    expected, _ = brute_force(query, vectors, regions, allowed, 12, 8, weight)
     assert [str(h.id) for h in hits] == [str(ids[i]) for i in expected]
     assert {h.payload["category"] for h in hits} == {"lamp"}  # type: ignore[index]
 

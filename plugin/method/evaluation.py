@@ -16,6 +16,7 @@ from PIL import Image
 from sketchtext.plugin.images import open_image
 from sketchtext.plugin.method.pairs import TextQuery, load_pairs, load_queries, photos, queries_for
 from sketchtext.plugin.model.clip import ClipEncoder
+from sketchtext.plugin.store.regions import RegionSearch, maxsim_rerank
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,25 @@ def ranks(queries: NDArray[np.float32], gallery: NDArray[np.float32], targets: S
     scores = queries @ gallery.T
     own = scores[np.arange(len(targets)), np.asarray(targets)]
     return 1 + (scores > own[:, None]).sum(axis=1)
+
+
+def rerank_ranks(
+    queries: NDArray[np.float32],
+    gallery: NDArray[np.float32],
+    regions: NDArray[np.float32],
+    targets: Sequence[int],
+    search: RegionSearch,
+) -> NDArray[np.int64]:
+    """1-based rank of each target after the store's two stages (`maxsim_rerank`): its place among the reranked
+    candidates, or its global rank when the prefetch missed it (the rerank only reorders the top candidates)."""
+    plain = ranks(queries, gallery, targets)
+    out = plain.copy()
+    for row, (query, target) in enumerate(zip(queries, targets, strict=True)):
+        order, _ = maxsim_rerank(query, gallery, regions, limit=search.prefetch, search=search)
+        found = np.flatnonzero(order == target)
+        if found.size:
+            out[row] = int(found[0]) + 1
+    return out
 
 
 def accuracy(rank: NDArray[np.int64], ks: Sequence[int] = KS) -> dict[str, float]:
@@ -79,7 +99,7 @@ class EvalReport:
 def format_table(report: EvalReport) -> str:
     """A plain-text table of the report, one row per mode."""
     ks = KS
-    head = f"{'mode':<18} {'n':>5} " + " ".join(f"{'Acc@' + str(k):>7}" for k in ks) + f" {'mean rank':>9}  what"
+    head = f"{'mode':<26} {'n':>5} " + " ".join(f"{'Acc@' + str(k):>7}" for k in ks) + f" {'mean rank':>9}  what"
     lines = [
         f"split {report.split}: {report.sketches} sketches, {report.text_queries} text queries, "
         f"gallery of {report.gallery} photos",
@@ -88,7 +108,7 @@ def format_table(report: EvalReport) -> str:
     ]
     for r in report.results:
         accs = " ".join(f"{r.accuracy[f'acc@{k}']:7.3f}" for k in ks)
-        lines.append(f"{r.mode:<18} {r.n:>5} {accs} {r.mean_rank:9.2f}  {r.description}")
+        lines.append(f"{r.mode:<26} {r.n:>5} {accs} {r.mean_rank:9.2f}  {r.description}")
     lines += [f"note: {note}" for note in report.notes]
     return "\n".join(lines)
 
@@ -118,6 +138,17 @@ def gallery_vectors(encoder: ClipEncoder, gallery: Sequence[Path], batch: int) -
     return np.concatenate(chunks)
 
 
+def gallery_regions(
+    encoder: ClipEncoder, gallery: Sequence[Path], batch: int
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Global vectors (N, D) and region vectors (N, R, D) of the gallery, as ingest with regions writes them."""
+    parts = [
+        encoder.encode_image_regions(encoder.preprocess_images([read_image(p) for p in gallery[i : i + batch]]))
+        for i in range(0, len(gallery), batch)
+    ]
+    return np.concatenate([g for g, _ in parts]), np.concatenate([r for _, r in parts])
+
+
 def measure(
     encoder: ClipEncoder,
     modes: Sequence[str],
@@ -126,10 +157,16 @@ def measure(
     gallery: Sequence[Path],
     *,
     batch: int = 32,
+    regions: RegionSearch | None = None,
 ) -> list[ModeResult]:
     """Rank every query of each mode against the encoder's gallery vectors. `sketch_set` holds (sketch, photo)
-    pairs for the sketch-only modes; `text_set` the text queries for the others."""
-    vectors = gallery_vectors(encoder, gallery, batch)
+    pairs for the sketch-only modes; `text_set` the text queries for the others. With `regions`, each mode gets a
+    twin row `<mode>+regions`: the same queries reranked by the gallery's regions as the store does it."""
+    cells = None
+    if regions is None:
+        vectors = gallery_vectors(encoder, gallery, batch)
+    else:
+        vectors, cells = gallery_regions(encoder, gallery, batch)
     index = {p.resolve(): i for i, p in enumerate(gallery)}
     encode = query_encoder(encoder)
     images: dict[Path, Image.Image] = {}
@@ -152,8 +189,13 @@ def measure(
         if not inputs:
             continue
         combine = base if base in ("sum", "composed", "fusion") else None
-        rank = ranks(in_batches(encode, inputs, [combine] * len(inputs), batch), vectors, targets)
+        queries = in_batches(encode, inputs, [combine] * len(inputs), batch)
+        rank = ranks(queries, vectors, targets)
         results.append(ModeResult(mode, description, len(rank), accuracy(rank), float(rank.mean())))
+        if regions is not None and cells is not None:
+            rank = rerank_ranks(queries, vectors, cells, targets, regions)
+            what = f"{description}; top {regions.prefetch} reranked by regions (weight {regions.weight:g})"
+            results.append(ModeResult(f"{mode}+regions", what, len(rank), accuracy(rank), float(rank.mean())))
     return results
 
 
@@ -167,9 +209,11 @@ def evaluate(
     device: str = "auto",
     precision: str = "fp32",
     batch: int = 32,
+    regions: RegionSearch | None = None,
 ) -> EvalReport:
     """Evaluate a checkpoint against its base model on one split of a data folder, every mode that the data
-    allows (text modes need a queries file: `--queries`, or `queries.csv` in the data folder)."""
+    allows (text modes need a queries file: `--queries`, or `queries.csv` in the data folder); with `regions`,
+    every mode also reranked by the gallery's regions (rows `<mode>+regions`)."""
     from sketchtext.plugin.model.checkpoint import read_checkpoint
     from sketchtext.plugin.model.composed import ComposedEncoder
     from sketchtext.plugin.model.factory import load_encoder
@@ -185,10 +229,10 @@ def evaluate(
         notes.append("no text queries for this split: text, sum, composed and fusion modes were skipped")
     base = load_encoder(base_spec or info.base_spec, device=device, precision=precision)
     zero_shot = [m for m, (_, needs_text, trained) in MODES.items() if not trained and (text_set or not needs_text)]
-    results = measure(base, zero_shot, sketch_set, text_set, gallery, batch=batch)
+    results = measure(base, zero_shot, sketch_set, text_set, gallery, batch=batch, regions=regions)
     trained = ComposedEncoder.wrap(base, info)
     tuned = [m for m, (_, needs_text, used) in MODES.items() if used and (text_set or not needs_text)]
-    results += measure(trained, tuned, sketch_set, text_set, gallery, batch=batch)
+    results += measure(trained, tuned, sketch_set, text_set, gallery, batch=batch, regions=regions)
     log.info("evaluated %s on %s/%s: %d modes", checkpoint, data, split, len(results))
     return EvalReport(
         checkpoint=str(checkpoint),

@@ -62,6 +62,9 @@ ROWS = (  # (row label, evaluation mode)
     ("zero-shot sum", "zero_shot_sum"),
     ("composed sketch+text", "composed"),
     ("late fusion", "fusion"),
+    ("trained sketch + regions", "sketch+regions"),
+    ("composed sketch+text + regions", "composed+regions"),
+    ("late fusion + regions", "fusion+regions"),
     ("oracle: target's own Δ^w", "oracle"),
 )
 
@@ -155,6 +158,7 @@ def reproduce(out: str | Path, size: str = "full", cfg: ReproduceCfg | None = No
     from sketchtext.plugin.method.training import train
     from sketchtext.plugin.miniature.generate import generate_world
     from sketchtext.plugin.miniature.pretrain import PretrainCfg, pretrain
+    from sketchtext.plugin.store.regions import RegionSearch
 
     cfg = cfg or config_for(size)
     out = Path(out)
@@ -184,7 +188,7 @@ def reproduce(out: str | Path, size: str = "full", cfg: ReproduceCfg | None = No
                    progress=lambda e: say("train", e.step, e.steps))  # fmt: skip
     timed("train")
     say("evaluate", 0, 1)
-    report = evaluate(method_dir, world, split="test", device="cpu").as_dict()
+    report = evaluate(method_dir, world, split="test", device="cpu", regions=RegionSearch()).as_dict()
     oracle = oracle_accuracy(method_dir, world)
     timed("evaluate")
     seconds["total"] = time.perf_counter() - start
