@@ -223,7 +223,10 @@ class StoreBase:
         search: RegionSearch,
     ) -> list[RegionPlan]:
         """The two-stage plan of each request; a clear error when the collection holds no regions."""
-        if self.region_grid(collection) is None:
+        known: set[str] = self.__dict__.setdefault("_with_regions", set())  # a collection keeps its regions for life,
+        if collection not in known and self.region_grid(collection) is not None:  # so a yes is read once, not per query
+            known.add(collection)
+        if collection not in known:
             raise QueryError(
                 f"Collection {collection!r} holds no photo regions, so a regions query cannot run on it; search "
                 "without regions, or ingest the catalogue into a new collection with `sketchtext ingest --regions` "
