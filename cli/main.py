@@ -105,6 +105,7 @@ def ingest(
     type=click.Choice(["composed", "sum", "fusion"]),
     help="Sketch + text: composed, zero-shot sum, or their fusion (default: the checkpoint's best; sum without one).",
 )
+@click.option("--regions", "use_regions", is_flag=True, help="Rerank the best 100 by the photos' regions.")
 @model_options
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON.")
 @click.pass_obj
@@ -117,6 +118,7 @@ def search(
     scene: tuple[str, ...],
     limit: int,
     combine: str | None,
+    use_regions: bool,
     model_spec: str | None,
     checkpoint: Path | None,
     device: str | None,
@@ -137,6 +139,7 @@ def search(
         scene=list(scene) or None,
         limit=limit,
         combine=combine,  # type: ignore[arg-type]
+        regions=use_regions,
     )
     with SketchTextPlugin(settings) as plugin:
         hits = plugin.search(query)

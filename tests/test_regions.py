@@ -4,6 +4,7 @@ regions with a checkpoint, and a host running the same request with its own Qdra
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -214,3 +215,21 @@ def test_a_batch_job_carries_the_regions_choice_to_the_worker() -> None:
     assert BatchJob.from_json(job.to_json()) == job
     legacy = {k: v for k, v in job.to_json().items() if k != "regions"}
     assert BatchJob.from_json(legacy).regions is None
+
+
+def test_the_command_line_ingests_and_searches_regions(catalog: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from sketchtext.cli.main import main
+
+    def run(*args: str):
+        return CliRunner().invoke(main, ["--data-dir", str(tmp_path / "data"), *args, "--model", TINY_SPEC])
+
+    assert run("ingest", str(catalog), "--regions", "--device", "cpu").exit_code == 0
+    hits = run("search", "--text", "a red bag", "--category", "bags", "--regions", "--json")
+    assert hits.exit_code == 0, hits.output
+    assert len(json.loads(hits.output)) == 3  # every bag, reranked
+    plain = run("ingest", str(catalog), "--no-regions", "--collection", "plain", "--device", "cpu")
+    assert plain.exit_code == 0, plain.output
+    refused = run("search", "--text", "a red bag", "--regions", "--collection", "plain")
+    assert refused.exit_code == 1 and "holds no photo regions" in refused.output
