@@ -233,3 +233,19 @@ def test_the_command_line_ingests_and_searches_regions(catalog: Path, tmp_path: 
     assert plain.exit_code == 0, plain.output
     refused = run("search", "--text", "a red bag", "--regions", "--collection", "plain")
     assert refused.exit_code == 1 and "holds no photo regions" in refused.output
+
+
+@pytest.mark.parametrize("backend", ["edge", "local"])
+def test_deleting_from_host_points_removes_their_regions_too(backend: str, tmp_path: Path, points) -> None:
+    ids, vectors, regions, _ = points
+    store = (
+        EdgeStore(tmp_path / "edge", vector_name="sketch", host_points=True)
+        if backend == "edge"
+        else QdrantStore(open_local(tmp_path), vector_name="sketch", host_points=True, owns_client=True)
+    )
+    with store:
+        store.ensure_collection("c", D, "m1", region_grid=2)
+        store.upsert("c", ids[:2], vectors[:2], [{"key": "a"}, {"key": "b"}], regions=regions[:2])
+        assert set(stored_vectors(store, ids[0])) == {"sketch", "sketch-regions"}
+        store.delete("c", ids[:1])
+        assert not stored_vectors(store, ids[0]) and set(stored_vectors(store, ids[1])) == {"sketch", "sketch-regions"}

@@ -216,6 +216,11 @@ class StoreBase:
         value = self.metadata(collection).get(self.regions_field)
         return int(value) if value is not None else None
 
+    def own_vectors(self, collection: str) -> list[str]:
+        """The named vectors sketchtext writes in a host's points: its vector, and its regions where it has them."""
+        regions = [self.regions_name] if self.region_grid(collection) is not None else []
+        return [str(self.vector_name), *regions]
+
     def region_plans(
         self,
         collection: str,

@@ -356,7 +356,7 @@ class EdgeStore(StoreBase):
         shard = self.shard(collection)
         with edge_errors(f"delete points from {collection!r}", self.shard_path(collection)):
             if self.host_points and self.vector_name:
-                shard.update(qe.UpdateOperation.delete_vectors(point_ids, [self.vector_name]))
+                shard.update(qe.UpdateOperation.delete_vectors(point_ids, self.own_vectors(collection)))
                 shard.update(qe.UpdateOperation.delete_payload(point_ids, [HOST_PAYLOAD_KEY]))
             else:
                 shard.update(qe.UpdateOperation.delete_points(point_ids))

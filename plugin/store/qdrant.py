@@ -214,7 +214,7 @@ class QdrantStore(StoreBase):
         selector = models.PointIdsList(points=[qdrant_id(i) for i in ids])
         with translated(f"delete points from {collection!r}"):
             if self.host_points and self.vector_name:
-                self.client.delete_vectors(collection, vectors=[self.vector_name], points=selector, wait=True)
+                self.client.delete_vectors(collection, vectors=self.own_vectors(collection), points=selector, wait=True)
                 self.client.delete_payload(collection, keys=[HOST_PAYLOAD_KEY], points=selector, wait=True)
             else:
                 self.client.delete(collection, points_selector=selector, wait=True)
