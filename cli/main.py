@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from sketchtext.cli.assets import delete
 from sketchtext.cli.common import State, friendly_errors, model_options, settings_from
 from sketchtext.cli.method import eval_command, train_command
 from sketchtext.cli.miniature import demo, reproduce
@@ -251,6 +252,7 @@ def generate(
 
 for command in (
     serve,
+    delete,
     train_command,
     eval_command,
     pretrain,

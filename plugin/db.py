@@ -331,6 +331,17 @@ class MetadataDB:
             )
             return {str(host_id): str(key) for host_id, key in rows}
 
+    def keys_by_sku(self, collection: str, skus: Sequence[str]) -> dict[str, list[str]]:
+        """The asset keys of each of these skus (skus with none are left out)."""
+        with self.session() as session:
+            rows = session.execute(
+                select(Asset.sku, Asset.key).where(Asset.collection == collection, Asset.sku.in_(list(skus)))
+            )
+            found: dict[str, list[str]] = {}
+            for sku, key in rows:
+                found.setdefault(str(sku), []).append(str(key))
+            return found
+
     def asset(self, collection: str, ident: uuid.UUID) -> Asset | None:
         """One asset of the collection by its id, or None."""
         with self.session() as session:

@@ -55,6 +55,10 @@ class IngestBusyError(SketchTextError):
     """Another ingest into the same collection is running."""
 
 
+class AssetNotFoundError(SketchTextError):
+    """An asset named by key, sku or id is not in the collection."""
+
+
 class QueueError(SketchTextError):
     """Distributed work failed: a batch failed on a worker, or no worker answered in time."""
 

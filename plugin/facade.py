@@ -12,8 +12,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sketchtext.plugin.db import MetadataDB
-from sketchtext.plugin.errors import CatalogError
-from sketchtext.plugin.ingest.pipeline import IngestContext, IngestSummary, run_ingest
+from sketchtext.plugin.errors import AssetNotFoundError, CatalogError
+from sketchtext.plugin.ingest.pipeline import IngestContext, IngestSummary, remove_assets, run_ingest
 from sketchtext.plugin.ingest.unchanged import ingest_unchanged
 from sketchtext.plugin.ingest.verify import Difference, find_differences
 from sketchtext.plugin.ingest.verify import repair as repair_differences
@@ -217,6 +217,31 @@ class SketchTextPlugin:
             prune=prune,
             progress=progress,
         )
+
+    def delete(self, keys: Sequence[str] = (), *, skus: Sequence[str] = ()) -> list[str]:
+        """Remove assets (by key, or every asset of a sku): their points and SQL rows go together, in ingest's write
+        order backwards, so an interrupted delete leaves nothing `verify` cannot explain and a rerun finishes it.
+        A later ingest of a folder that still holds the file adds it again.
+
+        Returns:
+            The keys removed, sorted.
+
+        Raises:
+            AssetNotFoundError: a key or sku is not in the collection (nothing is removed).
+            IngestBusyError: an ingest into the collection is running.
+        """
+        found = set(self.db.assets_by_key(self.collection, list(keys)))
+        by_sku = self.db.keys_by_sku(self.collection, list(skus)) if skus else {}
+        unknown = [k for k in keys if k not in found] + [f"sku {s}" for s in skus if s not in by_sku]
+        if unknown:
+            raise AssetNotFoundError(
+                f"Not in collection {self.collection!r}: {', '.join(unknown[:10])}; "
+                "`sketchtext search --json` shows keys and skus."
+            )
+        chosen = sorted(found.union(*by_sku.values()))
+        with self.db.exclusive(f"the ingest lock of collection {self.collection!r}"):
+            remove_assets(self.store, self.db, self.collection, chosen)
+        return chosen
 
     def verify(self, root: str | Path | None = None, *, repair: bool = False) -> list[Difference]:
         """Compare SQL rows, Qdrant points and the files under `root` (default: the folder last ingested).

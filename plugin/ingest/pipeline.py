@@ -364,16 +364,19 @@ def batched(items: Sequence[CatalogEntry], size: int) -> list[Sequence[CatalogEn
 def prune_missing(ctx: IngestContext, present: set[str]) -> list[str]:
     """Delete the vectors and rows of assets whose files are gone."""
     gone = sorted(ctx.db.keys(ctx.collection) - present)
-    remove_assets(ctx, gone)
+    remove_assets(ctx.store, ctx.db, ctx.collection, gone)
     return gone
 
 
-def remove_assets(ctx: IngestContext, keys: Sequence[str]) -> None:
-    """Delete assets' vectors, then their rows (a retry after a failure in between finds the rows again)."""
-    rows = ctx.db.assets_by_key(ctx.collection, keys)
-    stored = [row for row in rows.values() if row.status == AssetStatus.EMBEDDED]
-    ctx.store.delete(ctx.collection, [point_id(ctx.store, ctx.collection, row.key, row.host_id) for row in stored])
-    ctx.db.delete_assets(ctx.collection, keys)
+def remove_assets(store: VectorStore, db: MetadataDB, collection: str, keys: Sequence[str]) -> None:
+    """Ingest's write order backwards: rows marked pending, then the vectors deleted, then the rows. No row says
+    embedded once its vector may be gone, and a retry after a failure in between finds the rows again."""
+    rows = db.assets_by_key(collection, keys)
+    stored = [row for row in rows.values() if row.status != AssetStatus.FAILED]  # a pending row may have a point
+    db.mark_pending(collection, [row.key for row in stored])
+    if stored and store.exists(collection):
+        store.delete(collection, [point_id(store, collection, row.key, row.host_id) for row in stored])
+    db.delete_assets(collection, keys)
 
 
 def run_ingest(
