@@ -18,9 +18,11 @@ from sqlalchemy import (
     DateTime,
     Enum,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
+    Uuid,
     create_engine,
     delete,
     event,
@@ -129,6 +131,22 @@ class IngestRun(Base):
     unchanged: Mapped[int] = mapped_column(Integer, default=0)
     failed: Mapped[int] = mapped_column(Integer, default=0)
     pruned: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Feedback(Base):
+    """A staff mark on a hit ("this is it" or "wrong") with the query that found it (see plugin/web/feedback.py)."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    collection: Mapped[str] = mapped_column(String(255), index=True)
+    asset_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    key: Mapped[str] = mapped_column(Text)  # kept: the asset may be deleted later
+    mark: Mapped[str] = mapped_column(String(8))  # "match" or "wrong"
+    text: Mapped[str | None] = mapped_column(Text)
+    filters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    sketch_png: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -195,6 +195,7 @@ class SketchTextPlugin:
         batch_size: int | None = None,
         prune: bool = False,
         progress: Callable[[int, int], None] | None = None,
+        on_start: Callable[[int], None] | None = None,
     ) -> IngestSummary:
         """Embed every new or changed photo under `root` into the collection; record unreadable files as failed.
 
@@ -202,7 +203,9 @@ class SketchTextPlugin:
             root: The catalog folder (first-level subfolders are categories; optional catalog.csv / .jsonl).
             batch_size: Images per encoder pass; defaults to `settings.model.batch_size`.
             prune: Also remove assets whose files are gone.
-            progress: Called as `progress(entries_in_batch, total_entries)` after each batch.
+            progress: Called as `progress(entries_in_batch, total_entries)` after each batch; raising
+                `IngestCancelledError` there stops the run (recorded as interrupted).
+            on_start: Called with the run id once the run is recorded in SQL.
         """
         if self._encoder is None and not prune and not self.settings.queue.remote_encode:
             model = self.settings.model  # a re-ingest with nothing new never loads the model
@@ -216,6 +219,7 @@ class SketchTextPlugin:
             batch_size=batch_size or self.settings.model.batch_size,
             prune=prune,
             progress=progress,
+            on_start=on_start,
         )
 
     def delete(self, keys: Sequence[str] = (), *, skus: Sequence[str] = ()) -> list[str]:

@@ -27,6 +27,7 @@ from sketchtext.plugin.db import AssetStatus, MetadataDB, asset_id
 from sketchtext.plugin.errors import (
     DatabaseUnavailableError,
     ImageError,
+    IngestCancelledError,
     SketchTextError,
     StoreError,
     StoreUnavailableError,
@@ -386,8 +387,10 @@ def run_ingest(
     batch_size: int = 32,
     prune: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
 ) -> IngestSummary:
-    """Ingest a catalog folder inline, batch after batch; `progress(n, total)` hears of each finished batch."""
+    """Ingest a catalog folder inline, batch after batch; `on_start(run_id)` hears of the run once SQL has it,
+    `progress(n, total)` of each finished batch (raising IngestCancelledError there stops the run as interrupted)."""
     started = time.perf_counter()
     entries = catalog_entries(root)
     if ctx.store.host_points:
@@ -399,6 +402,8 @@ def run_ingest(
         pruned: list[str] = []
         status = "failed"
         try:
+            if on_start is not None:
+                on_start(run_id)
             for result in pipelined(ctx, batched(entries, batch_size)):
                 total.merge(result)
                 if progress is not None:
@@ -406,7 +411,7 @@ def run_ingest(
             pruned = retrying(ctx, prune_missing, ctx, {e.key for e in entries}) if prune else []
             ctx.store.optimize(ctx.collection)  # Edge builds its search index once the collection outgrows exact search
             status = "completed"
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, IngestCancelledError):
             status = "interrupted"
             raise
         finally:
