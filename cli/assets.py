@@ -24,9 +24,17 @@ def delete(state: State, keys: tuple[str, ...], skus: tuple[str, ...], collectio
 
     if not keys and not skus:
         raise click.UsageError("Name the assets to remove: KEY… (as `search --json` shows them) or --sku SKU.")
+    from sketchtext.plugin.web.presence import running_server
+
     settings = state.settings(store={"collection": collection})
-    with SketchTextPlugin(settings) as plugin:
-        removed = plugin.delete(keys, skus=skus)
+    server = running_server(settings)
+    if server is not None:  # the embedded store belongs to a running `serve`: it deletes
+        from sketchtext.cli.handoff import delete_via_server
+
+        removed = delete_via_server(server, settings, keys, skus)
+    else:
+        with SketchTextPlugin(settings) as plugin:
+            removed = plugin.delete(keys, skus=skus)
     if as_json:
         click.echo(json.dumps({"collection": settings.store.collection, "removed": removed}, indent=2))
         return

@@ -6,12 +6,18 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
-from sketchtext.plugin.errors import IngestCancelledError, SketchTextError, StoreUnavailableError
+from sketchtext.plugin.errors import (
+    AssetNotFoundError,
+    IngestCancelledError,
+    SketchTextError,
+    StoreUnavailableError,
+)
 from sketchtext.plugin.settings import Settings
 from sketchtext.plugin.web.presence import ServeRecord
 
@@ -77,3 +83,24 @@ def ingest_via_server(record: ServeRecord, settings: Settings, catalog: Path, *,
     if job["state"] == "failed":
         raise SketchTextError(str(job["error"]))
     return job["summary"]
+
+
+def delete_via_server(record: ServeRecord, settings: Settings, keys: Sequence[str], skus: Sequence[str]) -> list[str]:
+    """Remove assets through the server (`DELETE /api/assets/{id}`); skus are resolved from SQL first."""
+    from sketchtext.plugin.db import MetadataDB, asset_id
+
+    client = ServerClient(record, settings)
+    collection = settings.store.collection
+    db = MetadataDB(settings.database_url)  # SQL only, to name what is missing the way the CLI does
+    by_sku = db.keys_by_sku(collection, list(skus)) if skus else {}
+    known = db.assets_by_key(collection, list(keys))
+    missing = [k for k in keys if k not in known] + [f"sku {sku}" for sku in skus if sku not in by_sku]
+    if missing:
+        raise AssetNotFoundError(
+            f"Not in collection {collection!r}: {', '.join(missing[:10])}; "
+            "`sketchtext search --json` shows keys and skus."
+        )
+    removed: list[str] = []
+    for key in sorted(set(keys).union(*by_sku.values())):
+        removed += client.call("DELETE", f"/api/assets/{asset_id(collection, key)}")["removed"]
+    return sorted(removed)

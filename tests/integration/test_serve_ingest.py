@@ -131,6 +131,14 @@ def test_ingest_hands_off_to_the_server_which_keeps_searching(tmp_path: Path) ->
             status, found = search(url, {"sketch": "data:image/png;base64," + base64.b64encode(photo).decode()})
             assert status == 200 and found["hits"][0]["key"] == f"new/item{i}.png", found
 
+        # A delete is handed to the server too: the asset is gone from its searches at once.
+        deleted = cli("delete", "new/item5.png", "--json")
+        assert deleted.returncode == 0 and json.loads(deleted.stdout)["removed"] == ["new/item5.png"], deleted.stderr
+        unknown = cli("delete", "new/nope.png")
+        assert unknown.returncode == 1 and "Not in collection 'sketchtext': new/nope.png" in unknown.stderr
+        status, found = search(url, {"text": "a green shoe", "limit": 50})
+        assert status == 200 and "new/item5.png" not in [hit["key"] for hit in found["hits"]]
+
         # Ctrl-C on a handed-off ingest cancels the server's run after the batch under way.
         (tmp_path / "paused").unlink()
         (tmp_path / "go").unlink()
@@ -166,5 +174,8 @@ def test_ingest_hands_off_to_the_server_which_keeps_searching(tmp_path: Path) ->
     assert not (data / "serve.json").exists()  # a stopped server leaves no record behind
     rerun = cli("ingest", str(catalog), "--json")  # with the server gone, the CLI ingests itself and finishes the run
     assert rerun.returncode == 0 and json.loads(rerun.stdout)["failed"] == 1, rerun.stdout + rerun.stderr
+    assert "new/item5.png" in [
+        h["key"] for h in json.loads(cli("search", "--text", "x", "--limit", "50", "--json").stdout)
+    ]
     verify = cli("verify", "--json")
     assert verify.returncode == 0 and json.loads(verify.stdout) == [], verify.stdout + verify.stderr
