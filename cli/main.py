@@ -9,7 +9,9 @@ from pathlib import Path
 
 import click
 
+from sketchtext.cli.assets import delete
 from sketchtext.cli.common import State, friendly_errors, model_options, settings_from
+from sketchtext.cli.feedback import feedback
 from sketchtext.cli.method import eval_command, train_command
 from sketchtext.cli.miniature import demo, reproduce
 from sketchtext.cli.onnx import export_onnx
@@ -69,10 +71,17 @@ def ingest(
 
     settings = settings_from(state, model_spec, device, precision, batch_size, collection, checkpoint, regions)
     check_spec(settings.model.spec)  # a bad spec is told at once, not after a progress bar and a model load
-    if queued:
+    from sketchtext.plugin.web.presence import running_server
+
+    server = None if queued else running_server(settings)
+    if server is not None:  # the embedded store belongs to a running `serve`: it runs the ingest
+        from sketchtext.cli.handoff import ingest_via_server
+
+        report = ingest_via_server(server, settings, catalog, prune=prune, quiet=as_json)
+    elif queued:
         from sketchtext.cli.queue import ingest_queued
 
-        summary = ingest_queued(settings, catalog, prune=prune, quiet=as_json)
+        report = ingest_queued(settings, catalog, prune=prune, quiet=as_json).as_dict()
     else:
         with SketchTextPlugin(settings) as plugin, tqdm(unit="img", desc="ingest", disable=as_json) as bar:
 
@@ -80,8 +89,7 @@ def ingest(
                 bar.total = total
                 bar.update(done)
 
-            summary = plugin.ingest(catalog, prune=prune, progress=advance)
-    report = summary.as_dict()
+            report = plugin.ingest(catalog, prune=prune, progress=advance).as_dict()
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
@@ -260,6 +268,8 @@ def generate(
 
 for command in (
     serve,
+    delete,
+    feedback,
     train_command,
     eval_command,
     pretrain,

@@ -56,9 +56,22 @@ def serve(
             "Set SKETCHTEXT_WEB__TOKEN.",
             err=True,
         )
-    with SketchTextPlugin(settings) as plugin:
-        plugin.query_encoder  # noqa: B018 - load the query model now rather than on the first search
-        app = create_app(plugin, settings, catalog_root=catalog)
-        shown = f"[{host}]" if ":" in host else host
-        click.echo(f"sketchtext search page: http://{shown}:{port}/" + ("?token=…" if token else ""), err=True)
-        uvicorn.run(app, host=host, port=port, log_level="info" if state.verbose else "warning")
+    from sketchtext.plugin.web.presence import claim_data_dir
+
+    claim = claim_data_dir(settings)  # a second server of one embedded store refuses here, naming the first
+    try:
+        with SketchTextPlugin(settings) as plugin:
+            plugin.store  # noqa: B018 - hold the embedded store from the start: this process owns it
+            plugin.query_encoder  # noqa: B018 - load the query model now rather than on the first search
+            app = create_app(plugin, settings, catalog_root=catalog)
+            config = uvicorn.Config(app, host=host, port=port, log_level="info" if state.verbose else "warning")
+            sock = config.bind_socket()
+            shown = f"[{host}]" if ":" in host else host
+            url = f"http://{shown}:{sock.getsockname()[1]}/"
+            if claim is not None:
+                claim.announce(url, token_required=token is not None)
+            click.echo(f"sketchtext search page: {url}" + ("?token=…" if token else ""), err=True)
+            uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        if claim is not None:
+            claim.release()

@@ -18,9 +18,11 @@ from sqlalchemy import (
     DateTime,
     Enum,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
+    Uuid,
     create_engine,
     delete,
     event,
@@ -129,6 +131,22 @@ class IngestRun(Base):
     unchanged: Mapped[int] = mapped_column(Integer, default=0)
     failed: Mapped[int] = mapped_column(Integer, default=0)
     pruned: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Feedback(Base):
+    """A staff mark on a hit ("this is it" or "wrong") with the query that found it (see plugin/web/feedback.py)."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    collection: Mapped[str] = mapped_column(String(255), index=True)
+    asset_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    key: Mapped[str] = mapped_column(Text)  # kept: the asset may be deleted later
+    mark: Mapped[str] = mapped_column(String(8))  # "match" or "wrong"
+    text: Mapped[str | None] = mapped_column(Text)
+    filters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    sketch_png: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -330,6 +348,17 @@ class MetadataDB:
                 )
             )
             return {str(host_id): str(key) for host_id, key in rows}
+
+    def keys_by_sku(self, collection: str, skus: Sequence[str]) -> dict[str, list[str]]:
+        """The asset keys of each of these skus (skus with none are left out)."""
+        with self.session() as session:
+            rows = session.execute(
+                select(Asset.sku, Asset.key).where(Asset.collection == collection, Asset.sku.in_(list(skus)))
+            )
+            found: dict[str, list[str]] = {}
+            for sku, key in rows:
+                found.setdefault(str(sku), []).append(str(key))
+            return found
 
     def asset(self, collection: str, ident: uuid.UUID) -> Asset | None:
         """One asset of the collection by its id, or None."""

@@ -55,6 +55,14 @@ class IngestBusyError(SketchTextError):
     """Another ingest into the same collection is running."""
 
 
+class AssetNotFoundError(SketchTextError):
+    """An asset named by key, sku or id is not in the collection."""
+
+
+class IngestCancelledError(SketchTextError):
+    """An ingest run was asked to stop (it stops after the batch under way, whose writes land whole)."""
+
+
 class QueueError(SketchTextError):
     """Distributed work failed: a batch failed on a worker, or no worker answered in time."""
 

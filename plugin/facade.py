@@ -12,8 +12,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sketchtext.plugin.db import MetadataDB
-from sketchtext.plugin.errors import CatalogError
-from sketchtext.plugin.ingest.pipeline import IngestContext, IngestSummary, run_ingest
+from sketchtext.plugin.errors import AssetNotFoundError, CatalogError
+from sketchtext.plugin.ingest.pipeline import IngestContext, IngestSummary, remove_assets, run_ingest
 from sketchtext.plugin.ingest.unchanged import ingest_unchanged
 from sketchtext.plugin.ingest.verify import Difference, find_differences
 from sketchtext.plugin.ingest.verify import repair as repair_differences
@@ -211,6 +211,7 @@ class SketchTextPlugin:
         batch_size: int | None = None,
         prune: bool = False,
         progress: Callable[[int, int], None] | None = None,
+        on_start: Callable[[int], None] | None = None,
     ) -> IngestSummary:
         """Embed every new or changed photo under `root` into the collection; record unreadable files as failed.
 
@@ -218,7 +219,9 @@ class SketchTextPlugin:
             root: The catalog folder (first-level subfolders are categories; optional catalog.csv / .jsonl).
             batch_size: Images per encoder pass; defaults to `settings.model.batch_size`.
             prune: Also remove assets whose files are gone.
-            progress: Called as `progress(entries_in_batch, total_entries)` after each batch.
+            progress: Called as `progress(entries_in_batch, total_entries)` after each batch; raising
+                `IngestCancelledError` there stops the run (recorded as interrupted).
+            on_start: Called with the run id once the run is recorded in SQL.
         """
         if self._encoder is None and not prune and not self.settings.queue.remote_encode:
             model = self.settings.model  # a re-ingest with nothing new never loads the model
@@ -232,7 +235,33 @@ class SketchTextPlugin:
             batch_size=batch_size or self.settings.model.batch_size,
             prune=prune,
             progress=progress,
+            on_start=on_start,
         )
+
+    def delete(self, keys: Sequence[str] = (), *, skus: Sequence[str] = ()) -> list[str]:
+        """Remove assets (by key, or every asset of a sku): their points and SQL rows go together, in ingest's write
+        order backwards, so an interrupted delete leaves nothing `verify` cannot explain and a rerun finishes it.
+        A later ingest of a folder that still holds the file adds it again.
+
+        Returns:
+            The keys removed, sorted.
+
+        Raises:
+            AssetNotFoundError: a key or sku is not in the collection (nothing is removed).
+            IngestBusyError: an ingest into the collection is running.
+        """
+        found = set(self.db.assets_by_key(self.collection, list(keys)))
+        by_sku = self.db.keys_by_sku(self.collection, list(skus)) if skus else {}
+        unknown = [k for k in keys if k not in found] + [f"sku {s}" for s in skus if s not in by_sku]
+        if unknown:
+            raise AssetNotFoundError(
+                f"Not in collection {self.collection!r}: {', '.join(unknown[:10])}; "
+                "`sketchtext search --json` shows keys and skus."
+            )
+        chosen = sorted(found.union(*by_sku.values()))
+        with self.db.exclusive(f"the ingest lock of collection {self.collection!r}"):
+            remove_assets(self.store, self.db, self.collection, chosen)
+        return chosen
 
     def verify(self, root: str | Path | None = None, *, repair: bool = False) -> list[Difference]:
         """Compare SQL rows, Qdrant points and the files under `root` (default: the folder last ingested).

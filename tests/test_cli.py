@@ -58,7 +58,7 @@ def test_errors_are_one_line_with_exit_code_1(catalog: Path, tmp_path: Path) -> 
 def test_db_upgrade_and_downgrade(tmp_path: Path) -> None:
     data = tmp_path / "data"
     up = run("db", "upgrade", data_dir=data)
-    assert up.exit_code == 0 and "revision 0001" in up.output
+    assert up.exit_code == 0 and "revision 0002" in up.output
     down = run("db", "downgrade", "base", data_dir=data)
     assert down.exit_code == 0 and "revision None" in down.output
 

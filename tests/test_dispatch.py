@@ -45,7 +45,7 @@ class InlineDispatcher:
         return Done(result_from_json(result_json_roundtrip(result_to_json(result))))
 
     def prune(self, collection: str, keys: Sequence[str]) -> Done:
-        remove_assets(self.ctx, keys)
+        remove_assets(self.ctx.store, self.ctx.db, self.ctx.collection, keys)
         return Done(BatchResult())
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from sketchtext.plugin.settings import WebSettings
 from sketchtext.plugin.web.app import create_app
+from sketchtext.plugin.web.feedback import feedback_marks
 from tests.test_web import build_world
 
 CHROMIUM_ENV = "SKETCHTEXT_TEST_CHROMIUM"
@@ -43,11 +44,18 @@ def chromium_path() -> str:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, tiny_encoder) -> Iterator[str]:
+def page_world(tmp_path_factory: pytest.TempPathFactory, tiny_encoder):
+    plugin, settings, root = build_world(tmp_path_factory.mktemp("page"), tiny_encoder)
+    yield plugin, settings, root
+    plugin.close()
+
+
+@pytest.fixture(scope="module")
+def server(page_world) -> Iterator[str]:
     """`sketchtext serve`'s app under uvicorn on a free loopback port, with a token."""
     import uvicorn
 
-    plugin, settings, _ = build_world(tmp_path_factory.mktemp("page"), tiny_encoder)
+    plugin, settings, _ = page_world
     settings = settings.model_copy(update={"web": WebSettings(token=TOKEN)})  # type: ignore[arg-type]
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP: asyncio sets NODELAY
     sock.bind(("127.0.0.1", 0))
@@ -65,7 +73,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_encoder) -> Iterator[s
     server.should_exit = True
     thread.join(10)
     sock.close()
-    plugin.close()
 
 
 @pytest.fixture
@@ -167,3 +174,39 @@ def test_the_page_asks_for_a_token_and_rejects_a_wrong_one(server: str, page) ->
     page.wait_for_selector("#canvas")
     page.reload()  # the token lives in sessionStorage: a reload finds its way back in
     page.wait_for_selector("#canvas")
+
+
+def test_scan_the_catalogue_again_and_mark_a_hit(server: str, page, page_world) -> None:
+    plugin, _, _ = page_world
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(f"{server}/?token={TOKEN}")
+    page.wait_for_selector("#run-list li")
+    latest = int(page.locator("#run-list li").first.inner_text().split()[0].lstrip("#"))
+    assert page.locator("#rescan").inner_text() == "Scan catalogue again"
+
+    # The server scans the catalogue in the background; the list shows the new run once it ends.
+    page.click("#rescan")
+    page.wait_for_function(
+        f"() => document.querySelector('#run-list li').textContent.startsWith('#{latest + 1} completed')"
+    )
+    page.wait_for_function("() => document.querySelector('#rescan').textContent === 'Scan catalogue again'")
+    assert "8 unchanged" in page.locator("#run-list li").first.inner_text()
+
+    # A hit of a sketch + words search, marked in its lightbox: both marks are kept with the query.
+    marks_before = len(feedback_marks(plugin.db, plugin.collection))
+    stroke(page, [(0.3, 0.2), (0.35, 0.65), (0.75, 0.7), (0.78, 0.55)])
+    page.fill("#text", "in blue")
+    page.click("#search")
+    page.wait_for_function("() => /results? ·/.test(document.querySelector('#status').textContent)")
+    page.locator("#grid .card").first.click()
+    page.click("#mark-match")
+    page.wait_for_function("() => document.querySelector('#mark-status').textContent.includes('this is it')")
+    page.click("#mark-wrong")
+    page.wait_for_function("() => document.querySelector('#mark-status').textContent.includes('wrong')")
+    assert page.locator("#lightbox").is_visible()  # marking does not close the photo
+    marks = feedback_marks(plugin.db, plugin.collection)[marks_before:]
+    assert [m.mark for m in marks] == ["match", "wrong"] and {m.text for m in marks} == {"in blue"}
+    assert all(m.sketch_png and m.sketch_png.startswith(b"\x89PNG") for m in marks)
+    assert errors == []

@@ -120,7 +120,8 @@ class WorkerRuntime:
         return ingest_batch(ctx, entries_for_job(ctx.db, job))
 
     def prune(self, collection: str, keys: list[str]) -> BatchResult:
-        remove_assets(self.context(collection), keys)
+        ctx = self.context(collection)
+        remove_assets(ctx.store, ctx.db, ctx.collection, keys)
         return BatchResult()
 
     def encode(self, queries: list[dict[str, Any]]) -> dict[str, Any]:

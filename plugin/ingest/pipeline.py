@@ -28,6 +28,7 @@ from sketchtext.plugin.errors import (
     ConfigError,
     DatabaseUnavailableError,
     ImageError,
+    IngestCancelledError,
     SketchTextError,
     StoreError,
     StoreUnavailableError,
@@ -391,16 +392,19 @@ def batched(items: Sequence[CatalogEntry], size: int) -> list[Sequence[CatalogEn
 def prune_missing(ctx: IngestContext, present: set[str]) -> list[str]:
     """Delete the vectors and rows of assets whose files are gone."""
     gone = sorted(ctx.db.keys(ctx.collection) - present)
-    remove_assets(ctx, gone)
+    remove_assets(ctx.store, ctx.db, ctx.collection, gone)
     return gone
 
 
-def remove_assets(ctx: IngestContext, keys: Sequence[str]) -> None:
-    """Delete assets' vectors, then their rows (a retry after a failure in between finds the rows again)."""
-    rows = ctx.db.assets_by_key(ctx.collection, keys)
-    stored = [row for row in rows.values() if row.status == AssetStatus.EMBEDDED]
-    ctx.store.delete(ctx.collection, [point_id(ctx.store, ctx.collection, row.key, row.host_id) for row in stored])
-    ctx.db.delete_assets(ctx.collection, keys)
+def remove_assets(store: VectorStore, db: MetadataDB, collection: str, keys: Sequence[str]) -> None:
+    """Ingest's write order backwards: rows marked pending, then the vectors deleted, then the rows. No row says
+    embedded once its vector may be gone, and a retry after a failure in between finds the rows again."""
+    rows = db.assets_by_key(collection, keys)
+    stored = [row for row in rows.values() if row.status != AssetStatus.FAILED]  # a pending row may have a point
+    db.mark_pending(collection, [row.key for row in stored])
+    if stored and store.exists(collection):
+        store.delete(collection, [point_id(store, collection, row.key, row.host_id) for row in stored])
+    db.delete_assets(collection, keys)
 
 
 def run_ingest(
@@ -410,8 +414,10 @@ def run_ingest(
     batch_size: int = 32,
     prune: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
 ) -> IngestSummary:
-    """Ingest a catalog folder inline, batch after batch; `progress(n, total)` hears of each finished batch."""
+    """Ingest a catalog folder inline, batch after batch; `on_start(run_id)` hears of the run once SQL has it,
+    `progress(n, total)` of each finished batch (raising IngestCancelledError there stops the run as interrupted)."""
     started = time.perf_counter()
     entries = catalog_entries(root)
     if ctx.store.host_points:
@@ -423,6 +429,8 @@ def run_ingest(
         pruned: list[str] = []
         status = "failed"
         try:
+            if on_start is not None:
+                on_start(run_id)
             for result in pipelined(ctx, batched(entries, batch_size)):
                 total.merge(result)
                 if progress is not None:
@@ -430,7 +438,7 @@ def run_ingest(
             pruned = retrying(ctx, prune_missing, ctx, {e.key for e in entries}) if prune else []
             ctx.store.optimize(ctx.collection)  # Edge builds its search index once the collection outgrows exact search
             status = "completed"
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, IngestCancelledError):
             status = "interrupted"
             raise
         finally:

@@ -23,8 +23,11 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sketchtext.plugin.errors import (
+    AssetNotFoundError,
+    CatalogError,
     CollectionNotFoundError,
     DatabaseError,
+    IngestBusyError,
     ModelMismatchError,
     ModelUnavailableError,
     QueryError,
@@ -33,6 +36,8 @@ from sketchtext.plugin.errors import (
 )
 from sketchtext.plugin.facade import SketchTextPlugin
 from sketchtext.plugin.settings import Settings
+from sketchtext.plugin.web.admin import admin_routes
+from sketchtext.plugin.web.jobs import IngestJobs
 from sketchtext.plugin.web.schema import THUMB_SIZES, openapi
 from sketchtext.plugin.web.service import SearchService, UploadTooLarge, as_int
 
@@ -42,6 +47,9 @@ log = logging.getLogger(__name__)
 ERROR_STATUS: tuple[tuple[type[SketchTextError], int], ...] = (
     (QueryError, 422),  # EmptyQueryError, InvalidSketchError and unknown filter fields
     (CollectionNotFoundError, 404),
+    (AssetNotFoundError, 404),
+    (IngestBusyError, 409),
+    (CatalogError, 422),
     (ModelMismatchError, 409),
     (StoreUnavailableError, 503),
     (ModelUnavailableError, 503),
@@ -179,6 +187,7 @@ def create_app(plugin: SketchTextPlugin, settings: Settings, *, catalog_root: Pa
             Route("/api/facets", facets),
             Route("/api/search", search, methods=["POST"]),
             Route("/api/photos/{asset_id}", photo),
+            *admin_routes(service, IngestJobs(plugin)),
         ],
         exception_handlers=handlers,
     )

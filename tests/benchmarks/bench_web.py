@@ -5,7 +5,9 @@ screenshot of the search page with real results, both on the generated demo cata
     python tests/benchmarks/bench_web.py --screenshot plugin/web/static/search-page.png   # the README's picture
 
 Each request is one sketch + text + category search (a sketch of the demo world sent as a PNG data URL). Prints one
-JSON object: client-side p50/p90 of the whole HTTP round trip and the server's own `took_ms` p50.
+JSON object: client-side p50/p90 of the whole HTTP round trip and the server's own `took_ms` p50, when idle and while
+the server runs an ingest of a copy of the catalogue (`POST /api/ingest`, as `sketchtext ingest` hands it over), with
+their ratio.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import base64
 import http.client
 import io
 import json
+import shutil
 import socket
 import statistics
 import tempfile
@@ -82,6 +85,62 @@ def latency(base: str, body: dict, requests: int) -> dict[str, float]:
     }
 
 
+def copy_catalogue(catalog: Path, out: Path) -> int:
+    """The catalogue's photos under new keys (so every one needs embedding): out/<category>/copy-<name>."""
+    count = 0
+    for photo in sorted(p for p in catalog.glob("*/*") if p.is_file()):
+        target = out / photo.parent.name / f"copy-{photo.name}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(photo, target)
+        count += 1
+    return count
+
+
+def latency_during_ingest(base: str, body: dict, catalog: Path, requests: int) -> dict[str, object]:
+    """Searches while the server ingests `catalog`: only those that ended while the run was still going count."""
+    host, port = base.removeprefix("http://").split(":")
+    control = http.client.HTTPConnection(host, int(port), timeout=60)
+
+    def call(method: str, path: str, payload: dict | None = None) -> dict:
+        data = json.dumps(payload).encode() if payload is not None else None
+        control.request(method, path, data, {"Content-Type": "application/json"})
+        response = control.getresponse()
+        return json.loads(response.read())
+
+    job = call("POST", "/api/ingest", {"catalog": str(catalog)})
+    if "run_id" not in job:
+        raise RuntimeError(f"the server refused the ingest: {job}")
+    search = http.client.HTTPConnection(host, int(port), timeout=60)
+    payload = json.dumps(body).encode()
+    round_trips, statuses = [], []
+    started = time.perf_counter()
+    while len(round_trips) < requests:
+        t0 = time.perf_counter()
+        search.request("POST", "/api/search", payload, {"Content-Type": "application/json"})
+        response = search.getresponse()
+        response.read()
+        elapsed = (time.perf_counter() - t0) * 1000
+        state = call("GET", f"/api/ingest/{job['run_id']}")
+        if state["state"] != "running":
+            break
+        statuses.append(response.status)
+        round_trips.append(elapsed)
+    while state["state"] == "running":
+        time.sleep(0.2)
+        state = call("GET", f"/api/ingest/{job['run_id']}")
+    search.close()
+    control.close()
+    round_trips.sort()
+    return {
+        "requests": len(round_trips),
+        "non_200": sum(1 for s in statuses if s != 200),
+        "p50_ms": round(statistics.median(round_trips), 1) if round_trips else None,
+        "p90_ms": round(round_trips[int(0.9 * (len(round_trips) - 1))], 1) if round_trips else None,
+        "ingest": {k: state["summary"][k] for k in ("embedded", "seconds")} if state["summary"] else state["error"],
+        "measured_over_s": round(time.perf_counter() - started, 1),
+    }
+
+
 def screenshot(base: str, sketch: Path, text: str, category: str, out: Path, chromium: str) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -114,6 +173,7 @@ def main() -> None:
     parser.add_argument("--category", default="boot")
     parser.add_argument("--screenshot", type=Path, help="Also save a screenshot of the page with results here.")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--no-ingest", action="store_true", help="Skip the searches during a running ingest.")
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-web-"))
@@ -140,6 +200,12 @@ def main() -> None:
             "ingest_s": round(ingest_s, 1),
             "search": latency(base, body, args.requests),
         }
+        if not args.no_ingest:
+            copies = copy_catalogue(world / "catalog", scratch / "more")
+            during = latency_during_ingest(base, body, scratch / "more", args.requests)
+            result["search_during_ingest"] = {"photos": copies, **during}
+            if during["p50_ms"]:
+                result["p50_ratio_during_vs_idle"] = round(during["p50_ms"] / result["search"]["p50_ms"], 2)
         if args.screenshot:
             screenshot(base, sketch, args.text, args.category, args.screenshot, args.chromium)
             result["screenshot"] = str(args.screenshot)

@@ -244,13 +244,13 @@
     if (controller) controller.abort();
     controller = new AbortController();
     const mine = ++sequence;
-    const body = {
+    const body = (lastQuery = {
       sketch: dirty ? canvas.toDataURL("image/png") : null,
       text: text || null,
       category: $("category").value || null,
       scene: $("scene").value || null,
       limit: LIMIT,
-    };
+    });
     document.body.classList.add("busy");
     status("Searching…");
     try {
@@ -320,6 +320,8 @@
   const lightbox = $("lightbox");
   function openPhoto(hit) {
     if (!hit.photo_url) return;
+    openHit = hit;
+    $("mark-status").textContent = "";
     $("lightbox-img").src = withToken(hit.photo_url);
     $("lightbox-img").alt = hit.title || hit.sku || "photo";
     const parts = [hit.title, hit.sku, hit.category, hit.scene, `score ${hit.score.toFixed(3)}`];
@@ -332,7 +334,7 @@
     $("lightbox-img").removeAttribute("src");
   }
   lightbox.addEventListener("click", (event) => {
-    if (event.target !== $("lightbox-img")) closePhoto();
+    if (event.target !== $("lightbox-img") && !event.target.closest("#marks")) closePhoto();
   });
   document.addEventListener("keydown", (event) => {
     if (event.key === "Escape" && !lightbox.hidden) closePhoto();
@@ -366,7 +368,63 @@
     }
   }
 
+  // -- staff marks: the open hit is (or is not) what the last query looks for; kept with the query for `eval`
+  let lastQuery = null;
+  let openHit = null;
+  async function mark(kind) {
+    if (!openHit || !lastQuery) return;
+    const { sketch, text, category, scene } = lastQuery;
+    try {
+      await api("/api/feedback", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ asset_id: openHit.asset_id, mark: kind, sketch, text, category, scene }),
+      });
+      $("mark-status").textContent = kind === "match" ? "Marked: this is it. Thank you." : "Marked: wrong. Thank you.";
+    } catch (error) {
+      $("mark-status").textContent = error.message;
+    }
+  }
+  $("mark-match").addEventListener("click", () => mark("match"));
+  $("mark-wrong").addEventListener("click", () => mark("wrong"));
+
+  // -- catalogue runs: the latest ingest runs, and a new scan of the catalogue run by the server
+  let following = null;
+  function runLine(run) {
+    const when = run.finished_at || run.started_at || "";
+    const counts = `${run.embedded} embedded, ${run.unchanged} unchanged, ${run.failed} failed`;
+    return el("li", `run ${run.status}`, `#${run.run_id} ${run.status} · ${counts} · ${when.slice(0, 19).replace("T", " ")}`);
+  }
+  async function loadRuns() {
+    try {
+      const listed = await api("/api/ingest");
+      $("run-list").replaceChildren(...listed.runs.slice(0, 5).map(runLine));
+      const current = listed.current;
+      const busy = current && !["completed", "interrupted", "failed"].includes(current.state);
+      $("rescan").disabled = Boolean(busy);
+      if (busy) {
+        $("rescan").textContent = `Scanning… ${current.done}/${current.total || "?"}`;
+        clearTimeout(following);
+        following = setTimeout(loadRuns, 1000);
+      } else {
+        $("rescan").textContent = "Scan catalogue again";
+      }
+    } catch (error) {
+      $("run-list").replaceChildren(el("li", "run failed", error.message));
+    }
+  }
+  $("rescan").addEventListener("click", async () => {
+    $("rescan").disabled = true;
+    try {
+      await api("/api/ingest", { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" });
+    } catch (error) {
+      showError(error.message);
+    }
+    loadRuns();
+  });
+
   blank();
   showHint();
   loadFacets();
+  loadRuns();
 })();
