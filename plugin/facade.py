@@ -33,7 +33,7 @@ from sketchtext.plugin.search import (
 from sketchtext.plugin.settings import Settings, load_settings
 from sketchtext.plugin.store.base import VectorStore, build_filter
 from sketchtext.plugin.store.open import open_store
-from sketchtext.plugin.store.where import all_of, known_values, where_filter
+from sketchtext.plugin.store.where import Scalar, all_of, known_values, values_stamp, where_filter
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient, models
@@ -112,6 +112,7 @@ class SketchTextPlugin:
         self._db: MetadataDB | None = None
         self._remote = remote_encoder
         self._query_encoder: QueryEncoder | None = None
+        self._known: tuple[tuple[object, ...], dict[str, list[Scalar]]] | None = None
 
     # -- parts, created on first use
     @property
@@ -280,10 +281,17 @@ class SketchTextPlugin:
             )
         return replace(query, sketch=path, like=None)
 
+    def filter_values(self) -> dict[str, list[Scalar]]:
+        """The fields `where` may name and their values, read again only after the embedded assets changed."""
+        stamp = values_stamp(self.db, self.collection)
+        if self._known is None or self._known[0] != stamp:
+            self._known = (stamp, known_values(self.db, self.collection))
+        return self._known[1]
+
     def encode_batch(self, queries: Sequence[SketchTextQuery]) -> list[EncodedQuery]:
         """Encode many queries with one pass through each tower (a `like` without words reads its stored vector)."""
         each_query(queries, check_query)
-        known = known_values(self.db, self.collection) if any(q.where for q in queries) else {}
+        known = self.filter_values() if any(q.where for q in queries) else {}
         prefix = self.store.payload_prefix
         filters = each_query(
             queries,

@@ -139,3 +139,17 @@ def test_offset_pages_and_score_threshold_cuts(plugin: SketchTextPlugin) -> None
     for bad in ({"offset": -1}, {"offset": 1.5}, {"score_threshold": 2}, {"score_threshold": "high"}):
         with pytest.raises(QueryError, match="offset|score_threshold"):
             plugin.search(SketchTextQuery(text="a shoe", **bad))  # type: ignore[arg-type]
+
+
+def test_values_are_read_again_after_an_ingest_adds_one(tmp_path: Path, tiny_encoder) -> None:
+    root = write_catalogue(tmp_path / "catalog")
+    settings = Settings(data_dir=tmp_path / "data", model={"spec": TINY_SPEC, "device": "cpu"})
+    with SketchTextPlugin(settings, encoder=tiny_encoder) as plugin:
+        plugin.ingest(root)
+        with pytest.raises(QueryError, match="Unknown brand 'nova'; the collection has: acme, zenith"):
+            plugin.search(SketchTextQuery(text="a shoe", where={"brand": "nova"}))
+        draw_product(root / "shoes/item9.png", 9, "teal")
+        with (root / "catalog.jsonl").open("a") as fh:
+            fh.write(json.dumps({"path": "shoes/item9.png", "brand": "nova", "price": 99}) + "\n")
+        plugin.ingest(root)
+        assert keys(plugin, text="a shoe", where={"brand": "nova"}) == ["shoes/item9.png"]
