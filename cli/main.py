@@ -105,9 +105,23 @@ def ingest(
 @main.command()
 @click.option("--sketch", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="A sketch image.")
 @click.option("--text", help="Words for what the sketch cannot show.")
+@click.option("--like", help="Find similar to this asset (id or key); with --text, its photo plus the words.")
 @click.option("--category", multiple=True, help="Only this category (repeat for any of several).")
 @click.option("--scene", multiple=True, help="Only this scene (repeat for any of several).")
+@click.option(
+    "--where",
+    multiple=True,
+    metavar="FIELD=VALUE",
+    help="Only assets whose field has this value: brand=acme, extra.season=winter,autumn (any), price=10..50.",
+)
 @click.option("--limit", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True, help="Skip this many hits.")
+@click.option("--min-score", type=click.FloatRange(-1, 1), help="Only hits scoring at least this (cosine).")
+@click.option(
+    "--sheet",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Also draw the query beside its hits to this PNG file.",
+)
 @click.option(
     "--combine",
     type=click.Choice(["composed", "sum", "fusion"]),
@@ -122,9 +136,14 @@ def search(
     state: State,
     sketch: Path | None,
     text: str | None,
+    like: str | None,
     category: tuple[str, ...],
     scene: tuple[str, ...],
+    where: tuple[str, ...],
     limit: int,
+    offset: int,
+    min_score: float | None,
+    sheet: Path | None,
     combine: str | None,
     use_regions: bool,
     model_spec: str | None,
@@ -138,19 +157,28 @@ def search(
     """Search the collection with a sketch, words, or both."""
     from sketchtext.plugin.facade import SketchTextPlugin
     from sketchtext.plugin.search import SketchTextQuery
+    from sketchtext.plugin.store.where import parse_where
 
     settings = settings_from(state, model_spec, device, precision, batch_size, collection, checkpoint)
     query = SketchTextQuery(
         sketch=sketch,
         text=text,
+        like=like,
         category=list(category) or None,
         scene=list(scene) or None,
+        where=parse_where(where) or None,
         limit=limit,
+        offset=offset,
+        score_threshold=min_score,
         combine=combine,  # type: ignore[arg-type]
         regions=use_regions,
     )
     with SketchTextPlugin(settings) as plugin:
         hits = plugin.search(query)
+        if sheet is not None:
+            from sketchtext.cli.sheet import draw_search_sheet
+
+            draw_search_sheet(plugin, query, hits, sheet)
     if as_json:
         click.echo(
             json.dumps(
@@ -162,9 +190,11 @@ def search(
         return
     if not hits:
         click.echo("no hits")
-    for rank, hit in enumerate(hits, start=1):
+    for rank, hit in enumerate(hits, start=offset + 1):
         asset = hit.asset or {}
         click.echo(f"{rank:3d}. {hit.score:.4f}  {hit.key}  sku={asset.get('sku')}  category={asset.get('category')}")
+    if sheet is not None:
+        click.echo(f"sheet: {sheet}")
 
 
 @main.command()

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
-from sketchtext.plugin.db import MetadataDB
-from sketchtext.plugin.errors import AssetNotFoundError, CatalogError
-from sketchtext.plugin.ingest.pipeline import IngestContext, IngestSummary, remove_assets, run_ingest
+from sketchtext.plugin.db import Asset, AssetStatus, MetadataDB
+from sketchtext.plugin.errors import AssetNotFoundError, CatalogError, QueryError
+from sketchtext.plugin.ingest.pipeline import IngestContext, IngestSummary, point_id, remove_assets, run_ingest
 from sketchtext.plugin.ingest.unchanged import ingest_unchanged
 from sketchtext.plugin.ingest.verify import Difference, find_differences
 from sketchtext.plugin.ingest.verify import repair as repair_differences
@@ -22,7 +23,9 @@ from sketchtext.plugin.model.spec import export_folder, model_fingerprint
 from sketchtext.plugin.search import (
     SearchHit,
     SketchTextQuery,
+    asset_file,
     check_context,
+    check_query,
     each_query,
     join_hits,
     prepare_inputs,
@@ -31,6 +34,7 @@ from sketchtext.plugin.settings import Settings, load_settings
 from sketchtext.plugin.store.base import VectorStore, build_filter
 from sketchtext.plugin.store.open import open_store
 from sketchtext.plugin.store.regions import RegionPlan, RegionSearch, region_request, regions_name
+from sketchtext.plugin.store.where import Scalar, all_of, known_values, values_stamp, where_filter
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient, models
@@ -50,8 +54,10 @@ class EncodedQuery:
     using: str | None
     query_filter: models.Filter | None
     limit: int
-    mode: Mode
+    mode: Mode | Literal["like"]  # "like": an asset's stored vector, nothing encoded
     regions: RegionSearch | None = None  # set: prefetch by `vector`, rerank by the photos' regions
+    offset: int = 0
+    score_threshold: float | None = None
 
     @property
     def query(self) -> list[float]:
@@ -61,7 +67,14 @@ class EncodedQuery:
         """Keyword arguments of `QdrantClient.query_points` (and `models.QueryRequest`) that run this query: one
         nearest search, or with regions the two stages in one round trip (prefetch with the filter, then rerank)."""
         if self.regions is None:
-            return {"query": self.query, "using": self.using, "query_filter": self.query_filter, "limit": self.limit}
+            page = {"offset": self.offset or None, "score_threshold": self.score_threshold}
+            return {
+                "query": self.query,
+                "using": self.using,
+                "query_filter": self.query_filter,
+                "limit": self.limit,
+                **{key: value for key, value in page.items() if value is not None},
+            }
         plan = RegionPlan(
             self.vector, self.using, regions_name(self.using), self.query_filter, self.limit, self.regions
         )
@@ -122,6 +135,7 @@ class SketchTextPlugin:
         self._remote = remote_encoder
         self._query_encoder: QueryEncoder | None = None
         self.region_search = region_search or RegionSearch()
+        self._known: tuple[tuple[object, ...], dict[str, list[Scalar]]] | None = None
 
     # -- parts, created on first use
     @property
@@ -283,21 +297,86 @@ class SketchTextPlugin:
         return differences
 
     # -- queries
-    def encode_batch(self, queries: Sequence[SketchTextQuery]) -> list[EncodedQuery]:
-        """Encode many queries with one pass through each tower."""
-        inputs = each_query(queries, prepare_inputs)
-        vectors, modes = self.query_encoder.query_vectors(inputs, [q.combine for q in queries])
-        return [
-            EncodedQuery(
-                vector=vector,
-                using=self._vector_name,
-                query_filter=build_filter(query.context(), query.filters, prefix=self.store.payload_prefix),
-                limit=query.limit,
-                mode=mode,
-                regions=self.region_search if query.regions else None,
+    def like_asset(self, like: str | uuid.UUID) -> Asset:
+        """The embedded asset a "find similar" names, by asset id or key."""
+        text = str(like).strip()
+        try:
+            row = self.db.asset(self.collection, uuid.UUID(text))
+        except ValueError:
+            row = None
+        row = row or self.db.assets_by_key(self.collection, [text]).get(text)
+        if row is None or row.status != AssetStatus.EMBEDDED:
+            raise QueryError(
+                f"No embedded asset {text!r} in collection {self.collection!r}; give an asset id or key from a hit."
             )
-            for query, mode, vector in zip(queries, modes, vectors, strict=True)
-        ]
+        return row
+
+    def like_vector(self, row: Asset) -> NDArray[np.float32]:
+        """An asset's stored vector, read back from the store (no encoding)."""
+        vector = self.store.stored_vector(self.collection, point_id(self.store, self.collection, row.key, row.host_id))
+        if vector is None:
+            raise QueryError(f"Asset {row.key!r} has no stored vector; re-ingest it (`sketchtext verify --repair`).")
+        return vector
+
+    def photo_path(self, key: str) -> Path | None:
+        """An asset's photo in the catalogue folder (`web.catalog_root`, else the one last ingested), if it is there."""
+        root = self.settings.web.catalog_root or self.db.latest_source(self.collection)
+        return asset_file(root, key) if root is not None else None
+
+    def like_photo(self, query: SketchTextQuery, row: Asset) -> SketchTextQuery:
+        """The query with the asset's photo in the sketch's place: photo + words go the composer's way."""
+        path = self.photo_path(row.key)
+        if path is None:
+            raise QueryError(
+                f"The photo of {row.key!r} is not in the catalogue folder, so it cannot be combined with words; "
+                "re-ingest the folder, or search like it without words."
+            )
+        return replace(query, sketch=path, like=None)
+
+    def filter_values(self) -> dict[str, list[Scalar]]:
+        """The fields `where` may name and their values, read again only after the embedded assets changed."""
+        stamp = values_stamp(self.db, self.collection)
+        if self._known is None or self._known[0] != stamp:
+            self._known = (stamp, known_values(self.db, self.collection))
+        return self._known[1]
+
+    def encode_batch(self, queries: Sequence[SketchTextQuery]) -> list[EncodedQuery]:
+        """Encode many queries with one pass through each tower (a `like` without words reads its stored vector)."""
+        each_query(queries, check_query)
+        known = self.filter_values() if any(q.where for q in queries) else {}
+        prefix = self.store.payload_prefix
+        filters = each_query(
+            queries,
+            lambda q: all_of(
+                build_filter(q.context(), q.filters, prefix=prefix), where_filter(q.where, known, prefix=prefix)
+            ),
+        )
+        liked = each_query(queries, lambda q: self.like_asset(q.like) if q.like is not None else None)
+        rows = {i: row for i, row in enumerate(liked) if row is not None}
+        stored = {
+            i: self.like_vector(rows[i]) for i, q in enumerate(queries) if i in rows and not (q.text or "").strip()
+        }
+        todo = [self.like_photo(q, rows[i]) if i in rows else q for i, q in enumerate(queries) if i not in stored]
+        inputs = each_query(todo, prepare_inputs)
+        made = iter(
+            zip(*self.query_encoder.query_vectors(inputs, [q.combine for q in todo]), strict=True) if todo else []
+        )
+        encoded = []
+        for i, (query, query_filter) in enumerate(zip(queries, filters, strict=True)):
+            vector, mode = (stored[i], "like") if i in stored else next(made)
+            encoded.append(
+                EncodedQuery(
+                    vector=vector,
+                    using=self._vector_name,
+                    query_filter=query_filter,
+                    limit=query.limit,
+                    mode=mode,  # type: ignore[arg-type]
+                    regions=self.region_search if query.regions else None,
+                    offset=query.offset,
+                    score_threshold=query.score_threshold,
+                )
+            )
+        return encoded
 
     @property
     def query_fingerprint(self) -> str:
@@ -327,10 +406,11 @@ class SketchTextPlugin:
             if not rows:
                 continue
             requests = [(batch[i].vector, batch[i].query_filter, batch[i].limit) for i in rows]
+            pages = [(batch[i].offset, batch[i].score_threshold) for i in rows]
             found = (
                 self.store.query_regions_batch(self.collection, requests, self.region_search)
                 if rerank
-                else self.store.query_batch(self.collection, requests)
+                else self.store.query_batch(self.collection, requests, pages)
             )
             for i, points in zip(rows, found, strict=True):
                 results[i] = points

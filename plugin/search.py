@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from qdrant_client import models
 
     from sketchtext.plugin.db import MetadataDB
+    from sketchtext.plugin.store.where import Where
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -33,14 +34,19 @@ MAX_SKETCH_BYTES = 32 * 1024 * 1024
 # side, so aspect ratios beyond MAX_SKETCH_PIXELS / SKETCH_FIT_SIDE**2 (79:1) are refused from the header alone.
 SKETCH_FIT_SIDE = 448
 MAX_QUERY_LIMIT = 10_000
+MAX_QUERY_OFFSET = 100_000
 
 
 @dataclass(frozen=True)
 class SketchTextQuery:
-    """A search: a sketch, words, context filters and a limit (checked by `check_query` before any work).
+    """A search: a sketch (or an asset to find similar ones to), words, filters and a page (checked by `check_query`
+    before any work).
 
     A sketch is a PIL image, bytes, a data URL or base64 `str`, or a file as an `os.PathLike` (`pathlib.Path`):
-    a `str` is never read as a path, so a host may forward a user's string safely."""
+    a `str` is never read as a path, so a host may forward a user's string safely. `like` is an asset id or key:
+    alone, its stored vector is the query (no encoding; the asset itself comes first); with words, its photo takes
+    a sketch's place ("like this one, in red"). `where` narrows by any payload field (`plugin.store.where`);
+    `offset` and `score_threshold` page through Qdrant's own parameters."""
 
     sketch: SketchInput | None = None
     text: str | None = None
@@ -50,6 +56,10 @@ class SketchTextQuery:
     limit: int = 10
     combine: Combine | None = None  # sketch + text: None = the checkpoint's measured best (zero-shot: sum)
     regions: bool = False  # rerank the best candidates by the photos' regions (a collection ingested with regions)
+    like: str | uuid.UUID | None = None
+    where: Where | None = None
+    offset: int = 0
+    score_threshold: float | None = None
 
     def context(self) -> dict[str, Any]:
         return {"category": self.category, "scene": self.scene}
@@ -152,6 +162,29 @@ def check_query(query: SketchTextQuery) -> None:
         raise QueryError(f"regions must be True or False, got {query.regions!r}.")
     if query.combine is not None and query.combine not in COMBINES:
         raise QueryError(f"combine must be one of {', '.join(COMBINES)}, got {query.combine!r}.")
+    check_page(query)
+
+
+def check_page(query: SketchTextQuery) -> None:
+    """Refuse a malformed `like`, `offset` or `score_threshold`."""
+    if query.like is not None:
+        if not isinstance(query.like, str | uuid.UUID) or not str(query.like).strip():
+            raise QueryError(f"like must be an asset id or key, got {query.like!r}.")
+        if query.sketch is not None:
+            raise QueryError("Give a sketch or an asset to find similar ones to (like), not both.")
+    if query.regions and (query.offset or query.score_threshold is not None):
+        raise QueryError(
+            "offset and score_threshold do not apply to a regions query (it reranks its best candidates); "
+            "raise the limit instead, or search without regions."
+        )
+    offset = query.offset
+    if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= MAX_QUERY_OFFSET:
+        raise QueryError(f"offset must be a whole number from 0 to {MAX_QUERY_OFFSET:,}, got {offset!r}.")
+    threshold = query.score_threshold
+    if threshold is not None and (
+        not isinstance(threshold, int | float) or isinstance(threshold, bool) or not -1 <= threshold <= 1
+    ):
+        raise QueryError(f"score_threshold must be a number from -1 to 1 (cosine similarity), got {threshold!r}.")
 
 
 def check_context(query: SketchTextQuery, known: dict[str, list[str]]) -> None:
@@ -201,6 +234,13 @@ def each_query(queries: Sequence[SketchTextQuery], step: Callable[[SketchTextQue
                 raise
             raise type(exc)(f"Query {index} of the batch: {exc}") from exc
     return done
+
+
+def asset_file(root: Path, key: str) -> Path | None:
+    """An asset's photo under the catalogue folder; None when it is gone or its key leads outside the folder."""
+    base = root.resolve()
+    path = (base / key).resolve()
+    return path if path.is_relative_to(base) and path.is_file() else None
 
 
 def join_hits(

@@ -117,3 +117,47 @@ def test_a_bad_model_spec_is_told_before_any_progress_bar(catalog: Path, tmp_pat
     result = run("ingest", str(catalog), "--model", spec, data_dir=tmp_path / "data")
     assert result.exit_code == 1 and message in result.output
     assert "img" not in result.output and not (tmp_path / "data").exists()  # no bar, nothing written
+
+
+def test_search_refuses_unknown_filter_values_like_the_api(catalog: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    assert run("ingest", str(catalog), "--model", TINY_SPEC, data_dir=data).exit_code == 0
+    for args, says in [
+        (("--category", "shoe"), "error: Unknown category 'shoe'; the collection has: bags, shoes."),
+        (("--where", "colour=pink"), "error: Unknown colour 'pink'; the collection has: black, blue, green, orange"),
+        (("--where", "brand=acme"), "error: Unknown filter field 'brand'; the collection's fields are: category"),
+        (("--where", "scene"), "is not FIELD=VALUE"),
+    ]:
+        refused = CliRunner().invoke(
+            main, ["--data-dir", str(data), "search", "--text", "a shoe", *args, "--model", TINY_SPEC]
+        )
+        assert refused.exit_code == 1 and says in refused.output, refused.output
+        assert "no hits" not in refused.output
+
+
+def test_search_like_where_offset_and_a_sheet(catalog: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    data = tmp_path / "data"
+    assert run("ingest", str(catalog), "--model", TINY_SPEC, data_dir=data).exit_code == 0
+    like = ["search", "--like", "bags/item3.png", "--model", TINY_SPEC, "--json"]
+    hits = json.loads(run(*like, data_dir=data).output)
+    assert hits[0]["key"] == "bags/item3.png" and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    second = json.loads(run(*like, "--offset", "1", "--limit", "2", data_dir=data).output)
+    assert [h["key"] for h in second] == [h["key"] for h in hits[1:3]]
+    narrowed = json.loads(
+        run(*like, "--where", "extra.colour=red,blue", "--where", "scene=beach", data_dir=data).output
+    )
+    assert {h["key"] for h in narrowed} == {"shoes/item0.png", "bags/item1.jpg"}
+    sheet = tmp_path / "out" / "results.png"
+    drawn = run(
+        "search", "--like", "bags/item3.png", "--text", "in red", "--limit", "4", "--sheet", str(sheet),
+        "--model", TINY_SPEC, data_dir=data,
+    )  # fmt: skip
+    assert drawn.exit_code == 0 and f"sheet: {sheet}" in drawn.output, drawn.output
+    with Image.open(sheet) as image:
+        assert image.format == "PNG" and image.width > 4 * 96 and image.height >= 96
+        query_cell = image.crop((6, 28, 102, 124)).convert("RGB")
+    with Image.open(catalog / "bags/item3.png") as photo:
+        orange = photo.convert("RGB").getpixel((photo.width // 3, photo.height // 2))
+    assert orange in query_cell.getdata()  # the liked photo stands where a sketch would

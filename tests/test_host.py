@@ -22,6 +22,7 @@ from sketchtext.plugin.errors import (
     EmptyQueryError,
     InvalidSketchError,
     ModelMismatchError,
+    QueryError,
     StoreError,
     StoreUnavailableError,
 )
@@ -271,3 +272,15 @@ def test_each_error_has_its_type_and_says_what_to_do(plugin, host_catalog, host_
     down = SketchTextPlugin(host_settings, client=closed_port, encoder=tiny_encoder)
     with pytest.raises(StoreUnavailableError, match="SKETCHTEXT_STORE__URL"):
         down.search(SketchTextQuery(text="red"))
+
+
+def test_like_and_where_on_host_points_with_a_named_vector(plugin, host_catalog) -> None:
+    plugin.ingest(host_catalog)
+    key = "bags/p102.png"
+    hits = plugin.search(SketchTextQuery(like=key, limit=6))
+    assert hits[0].key == key and hits[0].score == pytest.approx(1.0, abs=1e-4)
+    assert str(hits[0].id) == "102"  # the host's own product id
+    narrowed = plugin.search(SketchTextQuery(like=key, where={"scene": "street", "sku": ["SKU-104", "SKU-105"]}))
+    assert {h.payload["sketchtext"]["sku"] for h in narrowed} == {"SKU-104", "SKU-105"}
+    with pytest.raises(QueryError, match="Unknown sku 'SKU-999'"):
+        plugin.search(SketchTextQuery(like=key, where={"sku": "SKU-999"}))

@@ -292,3 +292,15 @@ def test_host_points_keep_the_hosts_fields(open_backend: Opener) -> None:
     store.delete("c", [7])  # the host's point stays, without sketchtext's vector and payload
     assert store.count("c") == 2 and dict(store.points("c")) == {8: {"key": "bag", "category": "bags"}}
     assert [h.id for h in store.query("c", vectors[0], limit=5)] == [8]
+
+
+def test_stored_vectors_read_back_and_pages_skip_and_cut(store: VectorStore) -> None:
+    ids, vectors, _ = products(store)
+    back = store.stored_vector("c", ids[4])
+    assert back is not None and np.allclose(back, vectors[4], atol=1e-6)
+    assert store.stored_vector("c", uuid.uuid4()) is None
+    full = store.query("c", vectors[4], limit=12)
+    assert full[0].payload["key"] == "k4" and full[0].score == pytest.approx(1.0, abs=1e-5)
+    [paged, cut] = store.query_batch("c", [(vectors[4], None, 3), (vectors[4], None, 12)], [(2, None), (0, 0.2)])
+    assert [h.id for h in paged] == [h.id for h in full[2:5]]
+    assert 0 < len(cut) < 12 and all(h.score >= 0.2 for h in cut) and len(cut) == sum(h.score >= 0.2 for h in full)

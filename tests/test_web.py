@@ -17,6 +17,7 @@ from hypothesis import settings as hypothesis_settings
 from PIL import Image
 from starlette.testclient import TestClient
 
+from sketchtext.plugin.db import asset_id
 from sketchtext.plugin.errors import (
     CollectionNotFoundError,
     DatabaseUnavailableError,
@@ -363,3 +364,41 @@ def test_no_request_gets_a_5xx(world, mode) -> None:
         no_server_error()
     print(mode, sorted(Counter(statuses).items()))
     assert len(statuses) >= 30 and max(statuses) < 500
+
+
+def test_search_like_where_offset_and_threshold(client, world) -> None:
+    plugin, _, _ = world
+    ident = str(asset_id(plugin.collection, "bags/item3.png"))
+    first = client.post("/api/search", json={"like": ident, "limit": 8})
+    assert first.status_code == 200, first.text
+    hits = first.json()["hits"]
+    assert hits[0]["asset_id"] == ident and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    page = client.post("/api/search", json={"like": ident, "limit": 3, "offset": 3}).json()["hits"]
+    assert [h["key"] for h in page] == [h["key"] for h in hits[3:6]]
+    cut = (hits[1]["score"] + hits[2]["score"]) / 2
+    above = client.post("/api/search", json={"like": ident, "score_threshold": cut}).json()["hits"]
+    assert [h["key"] for h in above] == [h["key"] for h in hits[:2]]
+    narrowed = client.post(
+        "/api/search", json={"text": "a bag", "where": {"scene": "street", "sku": ["SKU-5", "SKU-6"]}}
+    )
+    assert {h["sku"] for h in narrowed.json()["hits"]} == {"SKU-5", "SKU-6"}
+    with_words = client.post("/api/search", json={"like": "shoes/item0.png", "text": "a blue bag", "limit": 8})
+    assert with_words.status_code == 200 and [h["key"] for h in with_words.json()["hits"]] != [
+        h["key"] for h in client.post("/api/search", json={"like": "shoes/item0.png", "limit": 8}).json()["hits"]
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"text": "a bag", "where": {"colour": "red"}}, "Unknown filter field 'colour'; the collection's fields are"),
+        ({"text": "a bag", "where": {"scene": "moon"}}, "Unknown scene 'moon'; the collection has: beach, street."),
+        ({"text": "a bag", "category": "bag"}, "Unknown category 'bag'; the collection has: bags, shoes."),
+        ({"like": "nope.png"}, "No embedded asset 'nope.png'"),
+        ({"text": "a bag", "offset": -1}, "offset"),
+        ({"text": "a bag", "score_threshold": 3}, "score_threshold"),
+    ],
+)
+def test_narrowing_refusals_are_422s_naming_the_valid_values(client, body: dict, says: str) -> None:
+    response = client.post("/api/search", json=body)
+    assert response.status_code == 422 and says in response.json()["error"], response.text

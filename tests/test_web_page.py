@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,30 @@ def chromium_path() -> str:
     return found
 
 
+@contextmanager
+def serving(app) -> Iterator[str]:
+    """An app under uvicorn on a free loopback port, in a thread."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP: asyncio sets NODELAY
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
 @pytest.fixture(scope="module")
 def page_world(tmp_path_factory: pytest.TempPathFactory, tiny_encoder):
     plugin, settings, root = build_world(tmp_path_factory.mktemp("page"), tiny_encoder)
@@ -53,26 +78,10 @@ def page_world(tmp_path_factory: pytest.TempPathFactory, tiny_encoder):
 @pytest.fixture(scope="module")
 def server(page_world) -> Iterator[str]:
     """`sketchtext serve`'s app under uvicorn on a free loopback port, with a token."""
-    import uvicorn
-
     plugin, settings, _ = page_world
     settings = settings.model_copy(update={"web": WebSettings(token=TOKEN)})  # type: ignore[arg-type]
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP: asyncio sets NODELAY
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    app = create_app(plugin, settings)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    with serving(create_app(plugin, settings)) as url:
+        yield url
 
 
 @pytest.fixture
@@ -209,4 +218,70 @@ def test_scan_the_catalogue_again_and_mark_a_hit(server: str, page, page_world) 
     marks = feedback_marks(plugin.db, plugin.collection)[marks_before:]
     assert [m.mark for m in marks] == ["match", "wrong"] and {m.text for m in marks} == {"in blue"}
     assert all(m.sketch_png and m.sketch_png.startswith(b"\x89PNG") for m in marks)
+    assert errors == []
+
+
+@pytest.fixture(scope="module")
+def big_server(tmp_path_factory: pytest.TempPathFactory, tiny_encoder) -> Iterator[str]:
+    """A catalogue of 60 products (more than the page's 24 a page), served without a token."""
+    from sketchtext.plugin.facade import SketchTextPlugin
+    from sketchtext.plugin.settings import Settings
+    from tests.conftest import TINY_SPEC, draw_product
+
+    tmp = tmp_path_factory.mktemp("page-big")
+    colours = ["red", "blue", "green", "orange", "purple", "black", "yellow", "pink", "brown", "grey"]
+    rows = ["path,sku"] + [f"p/item{i:02d}.png,SKU-{i:02d}" for i in range(60)]
+    for i in range(60):
+        draw_product(tmp / "catalog" / f"p/item{i:02d}.png", i, colours[i % len(colours)])
+    (tmp / "catalog" / "catalog.csv").write_text("\n".join(rows) + "\n")
+    settings = Settings(data_dir=tmp / "data", model={"spec": TINY_SPEC, "device": "cpu", "batch_size": 32})
+    with SketchTextPlugin(settings, encoder=tiny_encoder) as plugin:
+        plugin.ingest(tmp / "catalog")
+        with serving(create_app(plugin, settings)) as url:
+            yield url
+
+
+def test_similar_and_paging_on_scroll(big_server: str, page) -> None:
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    searches: list[dict] = []
+    page.on("request", lambda r: searches.append(json.loads(r.post_data)) if r.url.endswith("/api/search") else None)
+    page.goto(big_server + "/")
+    page.wait_for_function("() => /60 photos/.test(document.querySelector('#meta').textContent)")
+    page.fill("#text", "a red shoe")
+    page.click("#search")
+    page.wait_for_function("() => document.querySelectorAll('#grid .card').length >= 24")
+    assert searches[-1].get("offset") is None and searches[-1]["limit"] == 24
+
+    # Scrolling to the end of the grid loads the next pages (offset = hits shown) until the catalogue runs out.
+    for shown in (48, 60):
+        page.locator("#more").scroll_into_view_if_needed()
+        page.wait_for_function(f"() => document.querySelectorAll('#grid .card').length === {shown}")
+    ranks = page.locator("#grid .rank").all_inner_texts()
+    assert ranks == [f"#{i}" for i in range(1, 61)]
+    skus = page.locator("#grid .sku").all_inner_texts()
+    assert len(set(skus)) == 60  # no hit twice across pages
+    assert [s.get("offset") for s in searches[-2:]] == [24, 48]
+
+    # "Similar" on a hit searches like that asset: it comes first, and the words still count.
+    target = page.locator("#grid .card").nth(30)
+    sku = target.locator(".sku").inner_text()
+    page.uncheck("#auto")  # no search of its own for the emptied words: only the button's search runs
+    page.fill("#text", "")
+    before = len(searches)
+    target.locator(".similar").click()
+    assert page.locator("#lightbox").is_hidden()  # the button does not open the photo
+    page.wait_for_function(f"() => document.querySelector('#grid .card .sku')?.textContent === {json.dumps(sku)}")
+    sent = searches[before]
+    assert sent["like"] and sent["sketch"] is None and sent["text"] is None and sent.get("offset") is None
+    assert page.locator("#like-bar").is_visible() and page.locator("#like-label").inner_text() == sku
+    assert page.locator("#grid .score").first.inner_text() == "1.000"
+
+    # Clearing "similar" goes back to the words.
+    page.fill("#text", "a red shoe")
+    page.click("#like-clear")
+    page.wait_for_function("() => document.querySelector('#like-bar').hidden")
+    page.wait_for_function(f"() => document.querySelector('#grid .card .sku')?.textContent !== {json.dumps(sku)}")
+    assert searches[-1]["like"] is None and searches[-1]["text"] == "a red shoe"
     assert errors == []

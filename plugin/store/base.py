@@ -26,6 +26,7 @@ HOST_PAYLOAD_KEY = "sketchtext"
 
 FilterValue = str | int | Sequence[str | int]
 PointId = uuid.UUID | str | int
+Page = tuple[int, float | None]  # (offset: hits skipped, score_threshold: the lowest score kept), Qdrant's own
 
 
 def qdrant_id(value: PointId) -> str | int:
@@ -136,9 +137,16 @@ class VectorStore(Protocol):
         """Nearest points by cosine similarity, best first."""
 
     def query_batch(
-        self, collection: str, requests: Sequence[tuple[NDArray[np.float32], models.Filter | None, int]]
+        self,
+        collection: str,
+        requests: Sequence[tuple[NDArray[np.float32], models.Filter | None, int]],
+        pages: Sequence[Page] | None = None,
     ) -> list[list[models.ScoredPoint]]:
-        """Several (vector, filter, limit) queries at once; each result best first."""
+        """Several (vector, filter, limit) queries at once, each optionally paged (offset, score threshold); each
+        result best first."""
+
+    def stored_vector(self, collection: str, point_id: PointId) -> NDArray[np.float32] | None:
+        """The vector stored for a point (None when it has none): "find similar" without re-encoding."""
 
     def query_regions_batch(
         self,
@@ -285,9 +293,21 @@ class StoreBase:
             )
 
     def query_batch(
-        self, collection: str, requests: Sequence[tuple[NDArray[np.float32], models.Filter | None, int]]
+        self,
+        collection: str,
+        requests: Sequence[tuple[NDArray[np.float32], models.Filter | None, int]],
+        pages: Sequence[Page] | None = None,
     ) -> list[list[models.ScoredPoint]]:
         raise NotImplementedError
+
+    def stored_vector(self, collection: str, point_id: PointId) -> NDArray[np.float32] | None:
+        raise NotImplementedError
+
+    def picked_vector(self, vector: Any) -> NDArray[np.float32] | None:
+        """This store's vector out of a retrieved record's vector (a list, or a dict of named vectors)."""
+        if isinstance(vector, dict):
+            vector = vector.get(self.vector_name or "")
+        return None if vector is None else np.asarray(vector, dtype=np.float32)
 
     def query(
         self,

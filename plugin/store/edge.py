@@ -35,7 +35,15 @@ from qdrant_client import models
 from sketchtext.plugin.errors import CollectionNotFoundError, ModelMismatchError, StoreError, StoreUnavailableError
 from sketchtext.plugin.files import write_json_atomic
 from sketchtext.plugin.settings import Settings
-from sketchtext.plugin.store.base import EDGE_FOLDER, FILTER_FIELDS, HOST_PAYLOAD_KEY, PointId, StoreBase, qdrant_id
+from sketchtext.plugin.store.base import (
+    EDGE_FOLDER,
+    FILTER_FIELDS,
+    HOST_PAYLOAD_KEY,
+    Page,
+    PointId,
+    StoreBase,
+    qdrant_id,
+)
 from sketchtext.plugin.store.edge_convert import DISTANCES, edge_errors, edge_filter, scored_point
 from sketchtext.plugin.store.edge_regions import edge_region_request, region_params
 from sketchtext.plugin.store.regions import RegionSearch
@@ -362,6 +370,12 @@ class EdgeStore(StoreBase):
                 shard.update(qe.UpdateOperation.delete_points(point_ids))
             shard.flush()
 
+    def stored_vector(self, collection: str, point_id: PointId) -> NDArray[np.float32] | None:
+        shard = self.shard(collection)
+        with edge_errors(f"read a point of {collection!r}", self.shard_path(collection)):
+            found = shard.retrieve([qdrant_id(point_id)], with_payload=False, with_vector=True)
+        return self.picked_vector(found[0].vector) if found else None
+
     def points(self, collection: str, page: int = 1000) -> Iterator[tuple[str | int, dict[str, Any]]]:
         """Every point holding a sketchtext vector, as (id, sketchtext's payload)."""
         shard = self.shard(collection)
@@ -385,7 +399,10 @@ class EdgeStore(StoreBase):
         return qe.SearchParams(hnsw_ef=self.index.hnsw_ef)
 
     def query_batch(
-        self, collection: str, requests: Sequence[tuple[NDArray[np.float32], models.Filter | None, int]]
+        self,
+        collection: str,
+        requests: Sequence[tuple[NDArray[np.float32], models.Filter | None, int]],
+        pages: Sequence[Page] | None = None,
     ) -> list[list[models.ScoredPoint]]:
         """Several queries planned as one batch; each result best first."""
         shard = self.shard(collection)
@@ -393,12 +410,16 @@ class EdgeStore(StoreBase):
         batch = [
             qe.QueryRequest(
                 limit=limit,
+                offset=offset or None,
                 query=qe.Query.Nearest(np.asarray(vector, dtype=np.float32).tolist(), using=self.vector_name),
                 filter=edge_filter(query_filter),
+                score_threshold=threshold,
                 with_payload=True,
                 params=params,
             )
-            for vector, query_filter, limit in requests
+            for (vector, query_filter, limit), (offset, threshold) in zip(
+                requests, pages or [(0, None)] * len(requests), strict=True
+            )
         ]
         with edge_errors(f"query {collection!r}", self.shard_path(collection)):
             results = shard.query_batch(qe.QueryBatchRequest(batch)) if len(batch) > 1 else [shard.query(batch[0])]

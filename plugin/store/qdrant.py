@@ -21,7 +21,7 @@ from sketchtext.plugin.errors import (
     StoreUnavailableError,
 )
 from sketchtext.plugin.settings import Settings
-from sketchtext.plugin.store.base import FILTER_FIELDS, HOST_PAYLOAD_KEY, PointId, StoreBase, qdrant_id
+from sketchtext.plugin.store.base import FILTER_FIELDS, HOST_PAYLOAD_KEY, Page, PointId, StoreBase, qdrant_id
 from sketchtext.plugin.store.regions import RegionSearch, region_request
 
 log = logging.getLogger(__name__)
@@ -220,14 +220,25 @@ class QdrantStore(StoreBase):
                 self.client.delete(collection, points_selector=selector, wait=True)
 
     def query_batch(
-        self, collection: str, requests: Sequence[tuple[NDArray[np.float32], models.Filter | None, int]]
+        self,
+        collection: str,
+        requests: Sequence[tuple[NDArray[np.float32], models.Filter | None, int]],
+        pages: Sequence[Page] | None = None,
     ) -> list[list[models.ScoredPoint]]:
         """Several queries in one round trip; each result best first."""
         batch = [
             models.QueryRequest(
-                query=vector.tolist(), using=self.vector_name, filter=query_filter, limit=limit, with_payload=True
+                query=vector.tolist(),
+                using=self.vector_name,
+                filter=query_filter,
+                limit=limit,
+                offset=offset or None,
+                score_threshold=threshold,
+                with_payload=True,
             )
-            for vector, query_filter, limit in requests
+            for (vector, query_filter, limit), (offset, threshold) in zip(
+                requests, pages or [(0, None)] * len(requests), strict=True
+            )
         ]
         with translated(f"query {collection!r}"):
             responses = self.client.query_batch_points(collection, requests=batch)
@@ -245,6 +256,13 @@ class QdrantStore(StoreBase):
         with translated(f"query regions of {collection!r}"):
             responses = self.client.query_batch_points(collection, requests=batch)
         return [list(response.points) for response in responses]
+
+    def stored_vector(self, collection: str, point_id: PointId) -> NDArray[np.float32] | None:
+        """The point's stored vector, read back (Qdrant's own query by id leaves the point itself out of its hits)."""
+        using: Any = [self.vector_name] if self.vector_name else True
+        with translated(f"read a point of {collection!r}"):
+            found = self.client.retrieve(collection, ids=[qdrant_id(point_id)], with_payload=False, with_vectors=using)
+        return self.picked_vector(found[0].vector) if found else None
 
     def points(self, collection: str, page: int = 1000) -> Iterator[tuple[str | int, dict[str, Any]]]:
         """Every point holding a sketchtext vector, as (id, sketchtext's payload)."""

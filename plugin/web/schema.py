@@ -12,6 +12,9 @@ MAX_FILTER_VALUES = 50
 THUMB_SIZES = (32, 1024)  # smallest and largest thumbnail side in pixels
 
 FilterValues = str | list[str] | None
+WhereScalar = str | int | float | bool
+WhereValue = WhereScalar | list[WhereScalar] | dict[str, float]
+MAX_OFFSET = 10_000
 
 
 class SearchRequest(BaseModel):
@@ -32,6 +35,20 @@ class SearchRequest(BaseModel):
         None, description="Only this scene, or any of these.", max_length=MAX_FILTER_VALUES
     )
     limit: int = Field(24, ge=1, le=MAX_LIMIT, description="How many hits to return.")
+    like: str | None = Field(
+        None,
+        description="Find similar to this asset (an asset_id or key from a hit): its stored vector, or with text its "
+        "photo in the sketch's place. Not with a sketch.",
+        max_length=4096,
+    )
+    where: dict[str, WhereValue] | None = Field(
+        None,
+        description='Any payload field: {"brand": "acme", "extra.season": ["winter", "autumn"], "price": {"gte": 10, '
+        '"lt": 50}}; unknown fields and values are refused with the valid ones listed.',
+        max_length=MAX_FILTER_VALUES,
+    )
+    offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Hits to skip (the next page: offset = hits shown).")
+    score_threshold: float | None = Field(None, ge=-1, le=1, description="Only hits scoring at least this (cosine).")
 
 
 class Hit(BaseModel):
@@ -108,6 +125,9 @@ def openapi(*, token: bool) -> dict[str, Any]:
             "category": {"type": "array", "items": {"type": "string"}, "maxItems": MAX_FILTER_VALUES},
             "scene": {"type": "array", "items": {"type": "string"}, "maxItems": MAX_FILTER_VALUES},
             "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 24},
+            "like": {"type": "string"},
+            "offset": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0},
+            "score_threshold": {"type": "number", "minimum": -1, "maximum": 1},
         },
         "additionalProperties": False,
     }

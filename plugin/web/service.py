@@ -47,6 +47,16 @@ def as_int(value: str | None) -> int | None:
         return None
 
 
+def narrowing(request: SearchRequest) -> dict[str, Any]:
+    """A request's find-similar, where-filters and page, as `SketchTextQuery` fields."""
+    return {
+        "like": request.like,
+        "where": request.where,
+        "offset": request.offset,
+        "score_threshold": request.score_threshold,
+    }
+
+
 class SearchService:
     """The routes' work: searches one at a time on the shared model, SQL lookups, photos and thumbnails."""
 
@@ -68,7 +78,12 @@ class SearchService:
     def search(self, request: SearchRequest, sketch: bytes | str | None) -> SearchResponse:
         start = time.perf_counter()
         query = SketchTextQuery(
-            sketch=sketch, text=request.text, category=request.category, scene=request.scene, limit=request.limit
+            sketch=sketch,
+            text=request.text,
+            category=request.category,
+            scene=request.scene,
+            limit=request.limit,
+            **narrowing(request),
         )
         with self._model_lock:  # one model, one query at a time; a query takes milliseconds to a few hundred
             hits = self.plugin.search(query)

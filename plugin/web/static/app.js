@@ -107,6 +107,7 @@
     if (!drawing) return;
     drawing = false;
     dirty = erasing ? !isBlank() : true;
+    if (dirty) unlike();
     showHint();
     schedule(250);
   }
@@ -234,7 +235,7 @@
   async function search() {
     clearTimeout(timer);
     const text = $("text").value.trim();
-    if (!dirty && !text) {
+    if (!dirty && !text && !like) {
       if (controller) controller.abort();
       sequence += 1;
       $("grid").replaceChildren();
@@ -245,12 +246,14 @@
     controller = new AbortController();
     const mine = ++sequence;
     const body = (lastQuery = {
-      sketch: dirty ? canvas.toDataURL("image/png") : null,
+      sketch: dirty && !like ? canvas.toDataURL("image/png") : null,
+      like: like ? like.id : null,
       text: text || null,
       category: $("category").value || null,
       scene: $("scene").value || null,
       limit: LIMIT,
     });
+    paging = null;
     document.body.classList.add("busy");
     status("Searching…");
     try {
@@ -260,7 +263,11 @@
         body: JSON.stringify(body),
         signal: controller.signal,
       });
-      if (mine === sequence) render(result);
+      if (mine === sequence) {
+        render(result);
+        paging = { body, shown: result.hits.length, more: result.hits.length === LIMIT, loading: false };
+        if (paging.more && isVisible($("more"))) more();
+      }
     } catch (error) {
       if (error.name !== "AbortError" && mine === sequence) showError(error.message);
     } finally {
@@ -312,9 +319,73 @@
     if (hit.scene) tags.append(el("span", "chip scene", hit.scene));
     info.append(tags);
     item.append(frame, info);
+    if (hit.asset_id) info.append(similarButton(hit));
     item.addEventListener("click", () => openPhoto(hit));
     return item;
   }
+
+  // -- find similar: a hit's stored vector is the query (with the words, its photo stands for the sketch)
+  let like = null; // { id, label } of the asset searched like, or null
+  function similarButton(hit) {
+    const button = el("span", "similar", "Similar");
+    button.setAttribute("role", "button");
+    button.tabIndex = 0;
+    button.title = "Find products like this one (add words to change it: in red…)";
+    const pick = (event) => {
+      event.stopPropagation();
+      event.preventDefault();
+      like = { id: hit.asset_id, label: hit.sku || hit.title || hit.key };
+      $("like-label").textContent = like.label;
+      $("like-bar").hidden = false;
+      search();
+    };
+    button.addEventListener("click", pick);
+    button.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" || event.key === " ") pick(event);
+    });
+    return button;
+  }
+  function unlike() {
+    like = null;
+    $("like-bar").hidden = true;
+  }
+  $("like-clear").addEventListener("click", () => {
+    unlike();
+    search();
+  });
+
+  // -- paging on scroll: the next page (offset = hits shown) loads when the end of the grid comes into view
+  let paging = null; // { body, shown, more, loading } of the current search
+  async function more() {
+    if (!paging || !paging.more || paging.loading) return;
+    const page = paging;
+    page.loading = true;
+    const mine = sequence;
+    try {
+      const result = await api("/api/search", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ ...page.body, offset: page.shown }),
+      });
+      if (mine !== sequence || page !== paging) return;
+      $("grid").append(...result.hits.map((hit, i) => card(hit, page.shown + i)));
+      page.shown += result.hits.length;
+      page.more = result.hits.length === LIMIT;
+      status(`${page.shown} results${page.more ? " · scroll for more" : ""}`);
+    } catch (error) {
+      if (mine === sequence) showError(error.message);
+    } finally {
+      page.loading = false;
+    }
+    if (page.more && page === paging && isVisible($("more"))) more();
+  }
+  function isVisible(node) {
+    const box = node.getBoundingClientRect();
+    return box.top < window.innerHeight && box.bottom >= 0;
+  }
+  new IntersectionObserver((entries) => {
+    if (entries.some((entry) => entry.isIntersecting)) more();
+  }).observe($("more"));
 
   // -- lightbox
   const lightbox = $("lightbox");
