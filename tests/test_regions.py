@@ -249,3 +249,13 @@ def test_deleting_from_host_points_removes_their_regions_too(backend: str, tmp_p
         assert set(stored_vectors(store, ids[0])) == {"sketch", "sketch-regions"}
         store.delete("c", ids[:1])
         assert not stored_vectors(store, ids[0]) and set(stored_vectors(store, ids[1])) == {"sketch", "sketch-regions"}
+
+
+@pytest.mark.parametrize("page", [{"offset": 5}, {"score_threshold": 0.2}])
+def test_a_regions_query_refuses_offset_and_score_threshold(page: dict) -> None:
+    # the rerank orders only its best candidates: a page past them, or a cut on a mixed score, would mislead
+    from sketchtext.plugin.search import check_query
+
+    check_query(SketchTextQuery(text="a red boot", regions=True))
+    with pytest.raises(QueryError, match="do not apply to a regions query"):
+        check_query(SketchTextQuery(text="a red boot", regions=True, **page))
