@@ -72,7 +72,8 @@ def test_marks_from_the_api_become_an_evaluation_set(world, tmp_path: Path) -> N
     assert report.exit_code == 0, report.output
     result = json.loads(report.output)
     assert result["sketches"] == 3 and result["text_queries"] == 2
-    assert {row["mode"] for row in result["results"]} == set(MODES)  # the sketch modes and, with words, the rest
+    # the sketch modes and, with words, the rest; each also reranked by regions (the trained checkpoint stores them)
+    assert {row["mode"] for row in result["results"]} == set(MODES) | {f"{mode}+regions" for mode in MODES}
     assert all(
         0 <= row["accuracy"]["acc@1"] <= row["accuracy"]["acc@5"] == 1.0 for row in result["results"]
     )  # a gallery of 3 photos

@@ -17,7 +17,8 @@ from qdrant_client import models
 
 from sketchtext.plugin.errors import CollectionNotFoundError, ModelMismatchError, QueryError, StoreError
 from sketchtext.plugin.store.base import FILTER_FIELDS, build_filter
-from sketchtext.plugin.store.edge import EdgeIndexCfg, EdgeStore
+from sketchtext.plugin.store.edge import EdgeStore
+from sketchtext.plugin.store.edge_config import EdgeIndexCfg
 from sketchtext.plugin.store.edge_convert import edge_filter
 from tests.generated_catalogue import encode, recall_at_k, render_catalogue
 

@@ -22,7 +22,6 @@ import threading
 import uuid
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ import qdrant_edge as qe
 from numpy.typing import NDArray
 from qdrant_client import models
 
-from sketchtext.plugin.errors import CollectionNotFoundError, ModelMismatchError, StoreError, StoreUnavailableError
+from sketchtext.plugin.errors import CollectionNotFoundError, ModelMismatchError, StoreError
 from sketchtext.plugin.files import write_json_atomic
 from sketchtext.plugin.settings import Settings
 from sketchtext.plugin.store.base import (
@@ -44,6 +43,7 @@ from sketchtext.plugin.store.base import (
     StoreBase,
     qdrant_id,
 )
+from sketchtext.plugin.store.edge_config import EdgeIndexCfg, hold_folder
 from sketchtext.plugin.store.edge_convert import DISTANCES, edge_errors, edge_filter, scored_point
 from sketchtext.plugin.store.edge_regions import edge_region_request, region_params
 from sketchtext.plugin.store.regions import RegionSearch
@@ -54,26 +54,6 @@ BINDING_FORMAT = 1
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
-@dataclass(frozen=True)
-class EdgeIndexCfg:
-    """How an Edge collection is searched; defaults chosen with tests/benchmarks/bench_store_scale.py."""
-
-    exact_below: int = 20_000  # points: smaller collections are searched exactly and never indexed
-    m: int = 16  # HNSW edges per node
-    ef_construct: int = 100  # candidates while building
-    payload_m: int = 16  # extra edges per keyword value of the filter fields, so filtered searches stay connected
-    hnsw_ef: int = 128  # candidates while searching
-    full_scan_kb: int = 10_000  # a filter matching fewer than this many KB of vectors is answered by exact scan
-
-    def hnsw(self) -> qe.HnswIndexConfig:
-        return qe.HnswIndexConfig(
-            m=self.m, ef_construct=self.ef_construct, full_scan_threshold=self.full_scan_kb, payload_m=self.payload_m
-        )
-
-    def indexing_threshold_kb(self, dim: int) -> int:
-        return max(1, self.exact_below * dim * 4 // 1024)
-
-
 def _close_all(shards: dict[str, qe.EdgeShard]) -> None:
     """Flush and close every open shard (also run at interpreter exit, so nothing written is left unflushed)."""
     for name in list(shards):
@@ -82,31 +62,6 @@ def _close_all(shards: dict[str, qe.EdgeShard]) -> None:
             shard.flush()
         finally:
             shard.close()
-
-
-LOCK_FILE = ".lock"
-
-
-def hold_folder(folder: Path) -> filelock.BaseFileLock:
-    """An OS lock on the store folder, taken before any shard opens: another process that cannot get it has touched
-    nothing, so the holder (an ingest, `serve`, a worker) is unaffected; the OS drops it if the holder dies. Within
-    one process the lock is shared (counted), as stores of one process may be open side by side."""
-    lock = filelock.FileLock(folder / LOCK_FILE, timeout=0, is_singleton=True, thread_local=False)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        lock.acquire()
-    except filelock.Timeout as exc:
-        raise StoreUnavailableError(
-            f"The embedded store {folder.parent} is in use by another process (an ingest, `sketchtext serve` or a "
-            "worker); wait for it to finish or stop it, or run a Qdrant server and set SKETCHTEXT_STORE__URL so "
-            "several processes can share one store."
-        ) from exc
-    except OSError as exc:
-        raise StoreUnavailableError(
-            f"Cannot open the embedded store {folder}: {exc.strerror or exc}; make the folder writable or point "
-            "SKETCHTEXT_DATA_DIR elsewhere."
-        ) from exc
-    return lock
 
 
 class EdgeStore(StoreBase):

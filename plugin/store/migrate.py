@@ -20,7 +20,8 @@ import qdrant_edge as qe
 
 from sketchtext.plugin.errors import StoreError
 from sketchtext.plugin.store.base import EDGE_FOLDER
-from sketchtext.plugin.store.edge import EdgeIndexCfg, EdgeStore
+from sketchtext.plugin.store.edge import EdgeStore
+from sketchtext.plugin.store.edge_config import EdgeIndexCfg
 from sketchtext.plugin.store.open import LOCAL_MODE_FILES, Layout, detect_layout, local_mode_collections
 from sketchtext.plugin.store.qdrant import open_local, translated
 

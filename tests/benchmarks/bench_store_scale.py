@@ -98,7 +98,8 @@ def ground_truth(files: dict[str, Path], n: int, queries: int) -> list[dict[str,
 # -- the child processes
 def open_backend(backend: str, folder: Path, exact: bool = False) -> Any:
     if backend == "edge":
-        from sketchtext.plugin.store.edge import EdgeIndexCfg, EdgeStore
+        from sketchtext.plugin.store.edge import EdgeStore
+        from sketchtext.plugin.store.edge_config import EdgeIndexCfg
 
         return EdgeStore(folder, index=EdgeIndexCfg(exact_below=10**12) if exact else None)
     from sketchtext.plugin.store.qdrant import QdrantStore, open_local
