@@ -6,7 +6,7 @@ torch and open_clip are imported inside functions so that importing the library 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +41,15 @@ class ClipEncoder:
         if not self.dim:
             self.dim = int(self.model.visual.output_dim)
         self.pixel_steps = split_preprocess(preprocess)
+        self.image_tower: Callable[[NDArray[np.float32]], NDArray[np.float32]] | None = None  # int8 (model/int8.py)
+        self.agreement: dict[str, dict[str, float]] = {}  # what the precision check measured, by precision
+
+    @property
+    def precision(self) -> str:
+        """The image tower's precision: int8 when an int8 tower was admitted, else the torch model's dtype."""
+        if self.image_tower is not None:
+            return "int8"
+        return {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[str(self.dtype).removeprefix("torch.")]
 
     @property
     def image_size(self) -> int:
@@ -88,8 +97,16 @@ class ClipEncoder:
             pixels = pixels.to(self.device, non_blocking=True)
             if pixels.dtype == torch.uint8 and self.pixel_steps is not None:
                 pixels = self.pixel_steps.normalise(pixels)
-            features = self.model.encode_image(pixels.to(self.dtype))
-            return _normalised(features)
+            return _normalised(self.image_features(pixels))
+
+    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """V(pixels) for preprocessed float pixels on the device, not normalised: the int8 tower when one was admitted,
+        else the torch model at its dtype."""
+        import torch
+
+        if self.image_tower is not None:
+            return torch.from_numpy(self.image_tower(pixels.float().cpu().numpy()))
+        return self.model.encode_image(pixels.to(self.dtype))
 
     def encode_images(self, images: Sequence[Image.Image]) -> NDArray[np.float32]:
         if not images:
