@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import click
 
 from sketchtext.plugin.errors import SketchTextError
+from sketchtext.plugin.model.precision import PRECISIONS
 from sketchtext.plugin.settings import Settings, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -52,9 +53,7 @@ def friendly_errors(func: F) -> F:
 def model_options(func: F) -> F:
     """--model/--device/--precision/--batch-size, shared by commands that load a model."""
     func = click.option("--batch-size", type=click.IntRange(min=1), help="Images per encoder pass.")(func)
-    func = click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="Model precision.")(
-        func
-    )
+    func = click.option("--precision", type=click.Choice(PRECISIONS), help="Model precision.")(func)
     func = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where the model runs.")(func)
     func = click.option(
         "--checkpoint",

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from sketchtext.cli.common import friendly_errors
+from sketchtext.plugin.model.precision import PRECISIONS
 
 
 class StageBar:
@@ -83,14 +84,21 @@ def reproduce(
     help="Folder for the catalogue, the embedded index and the contact sheet.",
 )
 @click.option("--size", type=click.Choice(["tiny", "default"]), default="default", show_default=True)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default="fp32",
+    show_default=True,
+    help="The model's precision; int8 (or auto's pick) runs only when it agrees with fp32, as the table says.",
+)
 @friendly_errors
-def demo(out: Path, size: str) -> None:
+def demo(out: Path, size: str, precision: str) -> None:
     """Offline demo: a fresh catalogue of unseen shapes, ingested with the bundled checkpoint, queried in every mode."""
     from sketchtext.plugin.miniature.demo import run_demo
 
     bar = StageBar()
     try:
-        result = run_demo(out, size=size, progress=bar)
+        result = run_demo(out, size=size, progress=bar, precision=precision)
     finally:
         bar.close()
     click.echo(result["table_text"])

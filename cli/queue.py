@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from sketchtext.plugin.model.precision import PRECISIONS
+
 if TYPE_CHECKING:
     from sketchtext.cli.common import State
     from sketchtext.plugin.db import IngestRun
@@ -49,7 +51,7 @@ def friendly(func: F) -> F:
 @click.option("-c", "--concurrency", type=click.IntRange(min=1), default=1, show_default=True, help="Tasks at once.")
 @click.option("--model", "model_spec", help="Model spec; must match the one `ingest --queue` plans with.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where the model runs.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="Model precision.")
+@click.option("--precision", type=click.Choice(PRECISIONS), help="Model precision.")
 @click.option("-n", "--hostname", help="Worker name (Celery's %h allowed); default sketchtext-PID@HOST.")
 @click.option("-l", "--loglevel", default="INFO", show_default=True)
 @click.pass_obj

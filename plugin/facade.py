@@ -146,7 +146,11 @@ class SketchTextPlugin:
 
             model = self.settings.model
             self._encoder = load_encoder(
-                model.spec, device=model.device, precision=model.precision, checkpoint=model.checkpoint
+                model.spec,
+                device=model.device,
+                precision=model.precision,
+                checkpoint=model.checkpoint,
+                models_dir=model.models_dir or self.settings.data_dir / "models",
             )
         return self._encoder
 

@@ -28,7 +28,9 @@ class ModelSettings(BaseModel):
     spec: str = DEFAULT_MODEL_SPEC
     checkpoint: Path | None = None  # a trained sketchtext checkpoint directory (composed queries)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16/fp16 when it agrees with fp32
+    # auto: fp16 on a GPU, bf16 on a CPU with native bf16, else int8; each only when it agrees with fp32 (int8 always)
+    precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = "auto"
+    models_dir: Path | None = None  # where int8 image towers are exported once per model; defaults to <data_dir>/models
     batch_size: Annotated[int, Field(ge=1)] = 32
 
 

@@ -35,9 +35,16 @@ def tiny_encoder():
     return load_encoder(TINY_SPEC, device="cpu", precision="fp32")
 
 
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One int8 export folder for the session (auto picks int8 on CPUs without native bf16): each model exports once."""
+    return tmp_path_factory.mktemp("models")
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", model={"spec": TINY_SPEC, "device": "cpu", "batch_size": 4})
+def settings(tmp_path: Path, models_dir: Path) -> Settings:
+    model = {"spec": TINY_SPEC, "device": "cpu", "batch_size": 4, "models_dir": models_dir}
+    return Settings(data_dir=tmp_path / "data", model=model)
 
 
 def _admin_url() -> str:

@@ -51,7 +51,7 @@ def bundle_dir() -> Path:
     return root
 
 
-def demo_settings(out: Path) -> Any:
+def demo_settings(out: Path, precision: str = "fp32") -> Any:
     from sketchtext.plugin.settings import load_settings
 
     bundle = bundle_dir()
@@ -59,7 +59,7 @@ def demo_settings(out: Path) -> Any:
         None,
         data_dir=out / "index",
         model={"spec": f"open_clip:sketchtext-mini@{bundle / 'mini-clip.safetensors'}",
-               "checkpoint": bundle / "method", "device": "cpu", "precision": "fp32"},
+               "checkpoint": bundle / "method", "device": "cpu", "precision": precision},
         store={"collection": "demo"},
     )  # fmt: skip
 
@@ -70,8 +70,11 @@ def score(hits: list[list[str]], targets: list[str]) -> dict[str, float]:
     return {"acc1": float((r <= 1).mean()), "acc10": float((r <= 10).mean()), "n": len(rank)}
 
 
-def run_demo(out: str | Path, size: str = "default", progress: Progress | None = None) -> dict[str, Any]:
-    """Generate, ingest, search in every mode, score, draw. Returns the table, its text and the sheet's path.
+def run_demo(
+    out: str | Path, size: str = "default", progress: Progress | None = None, precision: str = "fp32"
+) -> dict[str, Any]:
+    """Generate, ingest, search in every mode, score, draw. Returns the table, its text (with the precision the image
+    tower ran at, and what its agreement check measured) and the sheet's path.
 
     Raises:
         ConfigError: an unknown size, or the bundled checkpoint is missing.
@@ -100,7 +103,7 @@ def run_demo(out: str | Path, size: str = "default", progress: Progress | None =
     targets = [q.target.relative_to(world / "catalog").as_posix() for q in picked]
     table: dict[str, dict[str, float]] = {}
     results: dict[str, list[list[str]]] = {}
-    with SketchTextPlugin(demo_settings(out)) as plugin:
+    with SketchTextPlugin(demo_settings(out, precision)) as plugin:
         done = 0
 
         def ingested(batch: int, total: int) -> None:
@@ -119,6 +122,7 @@ def run_demo(out: str | Path, size: str = "default", progress: Progress | None =
             results[mode] = [[h.key or "" for h in hits] for hits in plugin.search_batch(batch)]
             table[mode] = score(results[mode], targets)
         say("search", len(MODES), len(MODES))
+        ran = precision_line(precision, plugin.encoder.precision, plugin.encoder.agreement)
     examples = list(range(0, len(picked), max(1, len(picked) // cfg.sheet_rows)))[: cfg.sheet_rows]
     sheet = out / "contact-sheet.png"
     draw_contact_sheet(
@@ -127,10 +131,22 @@ def run_demo(out: str | Path, size: str = "default", progress: Progress | None =
           world / "catalog" / targets[i]) for i in examples],
     )  # fmt: skip
     seconds = time.perf_counter() - start
-    text = format_table(table, summary.total, len(picked))
+    text = format_table(table, summary.total, len(picked)) + ran
     (out / "table.md").write_text(text, encoding="utf-8")
     log.info("demo in %s: %.0f s", out, seconds)
-    return {"table": table, "table_text": text, "contact_sheet": sheet, "seconds": seconds}
+    return {"table": table, "table_text": text, "contact_sheet": sheet, "seconds": seconds, "precision": ran.strip()}
+
+
+def precision_line(asked: str, ran: str, agreement: dict[str, dict[str, float]]) -> str:
+    """What the image tower ran at, and why: int8 runs only when its check against fp32 passed."""
+    measured = agreement.get("int8")
+    check = (
+        f" (int8 against fp32 on the check photos: lowest cosine {measured['cosine']:.5f}, top-10 overlap "
+        f"{measured['top10_overlap']:.3f}{'' if ran == 'int8' else '; refused, below the bar'})"
+        if measured
+        else ""
+    )
+    return f"\nImage tower precision: {ran} (asked: {asked}){check}\n"
 
 
 def format_table(table: dict[str, dict[str, float]], photos: int | None, queries: int) -> str:

@@ -6,7 +6,7 @@ torch and open_clip are imported inside functions so that importing the library 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,15 @@ class ClipEncoder:
         if not self.dim:
             self.dim = int(self.model.visual.output_dim)
         self.pixel_steps = split_preprocess(preprocess)
+        self.image_tower: Callable[[NDArray[np.float32]], NDArray[np.float32]] | None = None  # int8 (model/int8.py)
+        self.agreement: dict[str, dict[str, float]] = {}  # what the precision check measured, by precision
+
+    @property
+    def precision(self) -> str:
+        """The image tower's precision: int8 when an int8 tower was admitted, else the torch model's dtype."""
+        if self.image_tower is not None:
+            return "int8"
+        return {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[str(self.dtype).removeprefix("torch.")]
 
     @property
     def image_size(self) -> int:
@@ -97,7 +106,7 @@ class ClipEncoder:
         import torch
 
         with torch.inference_mode():
-            return _normalised(self.model.encode_image(self.tower_input(pixels)))
+            return _normalised(self.image_features(self.tower_input(pixels)))
 
     def encode_image_regions(self, pixels: Pixels) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         """The global vectors (N, D) and the region vectors (N, grid², D) of the same pass: the tower's projected
@@ -110,6 +119,15 @@ class ClipEncoder:
             pooled, tokens = images_with_tokens(self.model, self.tower_input(pixels))
             regions = pool_regions(tokens, self.region_grid)
         return _normalised(pooled), regions.float().cpu().numpy().astype(np.float32, copy=False)
+
+    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """V(pixels) for the tower's input (`tower_input`), not normalised: the int8 tower when one was admitted,
+        else the torch model at its dtype. (Regions come from the torch model: the int8 tower gives no tokens.)"""
+        import torch
+
+        if self.image_tower is not None:
+            return torch.from_numpy(self.image_tower(pixels.float().cpu().numpy()))
+        return self.model.encode_image(pixels.to(self.dtype))
 
     def encode_images(self, images: Sequence[Image.Image]) -> NDArray[np.float32]:
         if not images:

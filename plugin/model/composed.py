@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 from numpy.typing import NDArray
+from torch.nn import functional as F
 
 from sketchtext.plugin.errors import CheckpointError
 from sketchtext.plugin.model.checkpoint import CheckpointInfo, apply_checkpoint
@@ -72,9 +73,9 @@ class ComposedEncoder(ClipEncoder):
         composed: dict[int, NDArray[np.float32]] = {}
         images: dict[int, NDArray[np.float32]] = {}
         with torch.inference_mode():
-            pixels = self.preprocess_images([inputs[i][0] for i in sketch_rows]) if sketch_rows else None
-            features = self.composed.images(pixels.to(self.device, self.dtype)) if pixels is not None else None
-            if features is not None:
+            if sketch_rows:  # the image tower at the encoder's precision (int8 when admitted), as for photos
+                pixels = self.preprocess_images([inputs[i][0] for i in sketch_rows]).to(self.device)
+                features = F.normalize(self.image_features(pixels).float(), dim=-1)
                 words = self.composer.to_word(features.to(self.dtype))
                 tails = [
                     self.composed.words([inputs[i][1] or ""])[0] if modes[i] in ("composed", "fusion") else None

@@ -18,37 +18,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from sketchtext.plugin.errors import ModelError
 from sketchtext.plugin.files import write_atomic
 from sketchtext.plugin.model.clip import ClipEncoder
 from sketchtext.plugin.model.composed import ComposedEncoder
-from sketchtext.plugin.model.composer import context_length, encode_sequences, pool_at_eot, special_ids
+from sketchtext.plugin.model.composer import context_length, pool_at_eot, special_ids
 from sketchtext.plugin.model.factory import load_encoder
 from sketchtext.plugin.model.onnx import FORMAT, MANIFEST, MERGES
+from sketchtext.plugin.model.onnx_graph import DEFAULT_OPSET, ImageTower, TextTower, export_graph
 
 log = logging.getLogger(__name__)
-
-DEFAULT_OPSET = 18
-
-
-class _Image(nn.Module):
-    def __init__(self, model: Any) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_image(pixels)
-
-
-class _Text(nn.Module):
-    def __init__(self, model: Any) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, embeddings: torch.Tensor, eot_index: torch.Tensor) -> torch.Tensor:
-        return encode_sequences(self.model, embeddings, eot_index)
 
 
 def preprocess_manifest(encoder: ClipEncoder) -> dict[str, Any]:
@@ -100,34 +80,6 @@ def versions() -> dict[str, str]:
     return found
 
 
-def export_graph(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, names: list[str], opset: int) -> None:
-    """One graph through torch's exporter (torch.export, then onnxscript): every input's first axis is the batch;
-    `embeddings` has a dynamic length too."""
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    shapes: dict[str, dict[int, Any]] = {name: {0: batch} for name in names}
-    if "embeddings" in shapes:
-        shapes["embeddings"][1] = torch.export.Dim("length", min=2, max=4096)
-    fast = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)  # its fused attention kernel has no ONNX form
-    try:
-        program = torch.onnx.export(
-            module.eval(),
-            args,
-            input_names=names,
-            output_names=["output"],
-            dynamic_shapes=tuple(shapes[name] for name in names),
-            opset_version=opset,
-            dynamo=True,
-            external_data=False,
-            verbose=False,  # else torch prints its progress to stdout
-        )
-    finally:
-        torch.backends.mha.set_fastpath_enabled(fast)
-    if program is None:
-        raise ModelError(f"torch.onnx.export gave no program for {path.name}; check the torch and onnxscript versions.")
-    program.save(str(path), external_data=False)
-
-
 def export_onnx(
     spec: str, out: Path, *, checkpoint: Path | str | None = None, opset: int = DEFAULT_OPSET
 ) -> dict[str, Any]:
@@ -158,10 +110,10 @@ def export_onnx(
     merges = merges_file(encoder.tokenizer)
     out.mkdir(parents=True, exist_ok=True)
     side = encoder.image_size
-    export_graph(_Image(model), (torch.zeros(2, 3, side, side),), out / "image.onnx", ["pixels"], opset)
+    export_graph(ImageTower(model), (torch.zeros(2, 3, side, side),), out / "image.onnx", ["pixels"], opset)
     width = manifest["text"]["token_width"]
     export_graph(
-        _Text(model),
+        TextTower(model),
         (torch.zeros(2, 5, width), torch.tensor([4, 2])),
         out / "text.onnx",
         ["embeddings", "eot_index"],

@@ -1,12 +1,15 @@
 """Ingest throughput vs the bare image-tower forward pass, same model, precision and batch size, in one run.
 
     python tests/benchmarks/bench_ingest.py --arch sketchtext-tiny --arch ViT-B-32 --precision fp32 --precision bf16
+    python tests/benchmarks/bench_ingest.py --arch ViT-B-32 --arch ViT-S-32 --precision fp32 --precision int8
 
 Prints one JSON object: per (arch, precision), images/s of the full `sketchtext ingest` path (read, decode, encode,
 SQL and Qdrant writes, into a fresh embedded store) and of the bare forward on already decoded tensors, and their ratio.
-Each of `--repeats` rounds runs both, in alternating order (bare then ingest, then ingest then bare, ...), and gives
-one ratio; the medians count. This project's shared machines drift in speed by 10 % and more within minutes, so
-only passes next to each other in time are compared.
+Each of `--repeats` rounds runs both for every precision, in alternating order (precisions a, b then b, a; bare then
+ingest, then ingest then bare, ...), and gives one ratio each, plus each precision's full ingest against the first
+one's in the same round; the medians count. int8 exports go to `<cache>/models` (made once, reused by later runs).
+This project's shared machines drift in speed by 10 % and more within minutes, so only passes next to each other in
+time are compared.
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ def full_ingest(encoder, catalog: Path, batch_size: int) -> tuple[float, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", action="append", help="open_clip architecture (random weights)")
-    parser.add_argument("--precision", action="append", help="fp32, bf16 (CPU) or fp16 (CUDA)")
+    parser.add_argument("--precision", action="append", help="fp32, bf16 (CPU), int8 (CPU) or fp16 (CUDA)")
     parser.add_argument("--photos", type=int, default=128)
     parser.add_argument("--size", type=int, default=800, help="photo side in pixels")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -79,32 +82,47 @@ def main() -> None:
     catalog = make_catalog(args.cache, args.photos, args.size)
     results = []
     for arch in args.arch or ["sketchtext-tiny", "ViT-B-32"]:
-        for precision in args.precision or ["fp32", "bf16"]:
-            encoder = load_encoder(f"open_clip:{arch}", device=args.device, precision=precision)
-            pixels = decoded_pixels(encoder, catalog)
-            pairs, summary = [], {}
-            for round_ in range(args.repeats):  # bare, ingest; then ingest, bare; ...: drift favours neither side
+        precisions = args.precision or ["fp32", "bf16"]
+        encoders = {
+            p: load_encoder(f"open_clip:{arch}", device=args.device, precision=p, models_dir=args.cache / "models")
+            for p in precisions
+        }
+        pixels = decoded_pixels(encoders[precisions[0]], catalog)
+        pairs: dict[str, list[tuple[float, float]]] = {p: [] for p in precisions}
+        summaries: dict[str, dict] = {}
+        for round_ in range(args.repeats):
+            # precisions alternate within a round (a, b; then b, a; ...) and so do bare and ingest: drift favours none
+            for precision in precisions if round_ % 2 == 0 else precisions[::-1]:
+                encoder = encoders[precision]
                 bare_first = round_ % 2 == 0
                 if bare_first:
                     bare = bare_forward(encoder, pixels, args.batch_size)
                 ingest, result = full_ingest(encoder, catalog, args.batch_size)
                 if not bare_first:
                     bare = bare_forward(encoder, pixels, args.batch_size)
-                if not summary or ingest > summary["images_per_s"]:
-                    summary = result
-                pairs.append((bare, ingest))
-            results.append(
-                {
-                    "arch": arch,
-                    "precision": precision,
-                    "device": encoder.device,
-                    "bare_forward_images_per_s": round(statistics.median(b for b, _ in pairs), 2),
-                    "ingest_images_per_s": round(statistics.median(i for _, i in pairs), 2),
-                    "ratio": round(statistics.median(i / b for b, i in pairs), 3),
-                    "pair_ratios": [round(i / b, 3) for b, i in pairs],
-                    "stage_seconds": {k: summary[k] for k in ("read_s", "encode_s", "write_s", "seconds")},
-                }
-            )
+                if precision not in summaries or ingest > summaries[precision]["images_per_s"]:
+                    summaries[precision] = result
+                pairs[precision].append((bare, ingest))
+        for precision in precisions:
+            encoder, rounds = encoders[precision], pairs[precision]
+            row = {
+                "arch": arch,
+                "precision": precision,
+                "runs_as": encoder.precision,  # int8 that failed the agreement check runs as fp32
+                "agreement": encoder.agreement,
+                "device": encoder.device,
+                "bare_forward_images_per_s": round(statistics.median(b for b, _ in rounds), 2),
+                "ingest_images_per_s": round(statistics.median(i for _, i in rounds), 2),
+                "ratio": round(statistics.median(i / b for b, i in rounds), 3),
+                "pair_ratios": [round(i / b, 3) for b, i in rounds],
+                "stage_seconds": {k: summaries[precision][k] for k in ("read_s", "encode_s", "write_s", "seconds")},
+            }
+            if precision != precisions[0]:  # full ingest against the first precision's, round by round
+                base = pairs[precisions[0]]
+                ratios = [i / b for (_, i), (_, b) in zip(rounds, base, strict=True)]
+                row[f"ingest_vs_{precisions[0]}"] = round(statistics.median(ratios), 3)
+                row[f"ingest_vs_{precisions[0]}_rounds"] = [round(r, 3) for r in ratios]
+            results.append(row)
     print(
         json.dumps(
             {
