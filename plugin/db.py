@@ -28,10 +28,10 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from sketchtext.plugin.errors import DatabaseError, DatabaseUnavailableError, IngestBusyError
+from sketchtext.plugin.errors import DatabaseDamagedError, DatabaseError, DatabaseUnavailableError, IngestBusyError
 
 # Fixed namespace so that asset ids (and Qdrant point ids) are the same on every machine and every retry.
 # The catalogue's own fields: a column each in SQL and a filterable payload field in Qdrant; every other sidecar
@@ -139,12 +139,37 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+# SQLite's result codes for a file that is not a database, or one whose pages are broken (truncated, overwritten).
+DAMAGE = {"SQLITE_NOTADB", "SQLITE_CORRUPT"}
+
+
+def unavailable_message(where: str, doing: str, exc: OperationalError) -> str:
+    name = str(getattr(exc.orig, "sqlite_errorname", ""))
+    if name.startswith(("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_FULL", "SQLITE_IOERR")):
+        folder = Path(where).parent
+        return (
+            f"Cannot {doing or 'use'} the metadata database at {where} ({exc.orig}): its folder {folder} must be "
+            "writable and have free space; make it so, or point SKETCHTEXT_DATA_DIR (or SKETCHTEXT_DB__URL) elsewhere."
+        )
+    return (
+        f"The metadata database at {where} is unreachable or locked ({exc.orig}); "
+        "check that it runs and SKETCHTEXT_DB__URL points at it."
+    )
+
+
 def make_engine(url: str) -> Engine:
     """An engine for a SQLAlchemy URL; `postgresql://` is taken to mean psycopg 3."""
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(url.removeprefix("sqlite:///")).expanduser().absolute().parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseUnavailableError(
+                f"Cannot create the folder {folder} for the metadata database ({exc.strerror or exc}); make it "
+                "writable, or point SKETCHTEXT_DATA_DIR (or SKETCHTEXT_DB__URL) elsewhere."
+            ) from exc
     try:
         engine = create_engine(url, pool_pre_ping=True)
     except (SQLAlchemyError, ImportError, ValueError) as exc:
@@ -172,27 +197,44 @@ class MetadataDB:
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
+    @property
+    def where(self) -> str:
+        """The database as a message names it: the SQLite file, or the URL without its password."""
+        if self.engine.dialect.name == "sqlite" and self.engine.url.database:
+            return str(Path(self.engine.url.database).expanduser().absolute())
+        return self.engine.url.render_as_string(hide_password=True)
+
+    @contextmanager
+    def errors(self, doing: str = "") -> Iterator[None]:
+        """Driver errors as the project's: damage, unreachable (with what to check), anything else."""
+        try:
+            yield
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlite_errorname", None) in DAMAGE:
+                raise DatabaseDamagedError(
+                    f"The metadata database at {self.where} is damaged ({exc.orig}): restore it, or move it aside "
+                    "(with its -wal and -shm files) and run `sketchtext verify --repair CATALOG` to rebuild it from "
+                    "the store and the catalogue."
+                ) from exc
+            if isinstance(exc, OperationalError):
+                raise DatabaseUnavailableError(unavailable_message(self.where, doing, exc)) from exc
+            raise DatabaseError(f"Database error: {exc}") from exc
+        except SQLAlchemyError as exc:
+            raise DatabaseError(f"Database error: {exc}") from exc
+
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A transaction: committed on success, rolled back on error; driver errors become DatabaseError."""
-        session = self._sessions()
-        try:
-            yield session
-            session.commit()
-        except OperationalError as exc:
-            session.rollback()
-            raise DatabaseUnavailableError(
-                f"The metadata database at {self.engine.url.render_as_string(hide_password=True)} is unreachable "
-                f"or locked: {exc.orig}. Check that it runs and SKETCHTEXT_DB__URL points at it."
-            ) from exc
-        except SQLAlchemyError as exc:
-            session.rollback()
-            raise DatabaseError(f"Database error: {exc}") from exc
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
+        with self.errors():
+            session = self._sessions()
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+            finally:
+                session.close()
 
     @contextmanager
     def exclusive(self, name: str) -> Iterator[None]:
@@ -228,10 +270,8 @@ class MetadataDB:
         """Apply Alembic migrations up to `revision`."""
         from alembic import command
 
-        try:
+        with self.errors("migrate"):
             command.upgrade(alembic_config(self.engine), revision)
-        except OperationalError as exc:
-            raise DatabaseUnavailableError(f"Cannot migrate {self.url}: {exc.orig}") from exc
 
     def downgrade(self, revision: str) -> None:
         from alembic import command
@@ -241,14 +281,8 @@ class MetadataDB:
     def current_revision(self) -> str | None:
         from alembic.runtime.migration import MigrationContext
 
-        try:
-            with self.engine.connect() as connection:
-                return MigrationContext.configure(connection).get_current_revision()
-        except OperationalError as exc:
-            raise DatabaseUnavailableError(
-                f"Cannot connect to {self.engine.url.render_as_string(hide_password=True)}: {exc.orig}. "
-                "Check that the database runs and SKETCHTEXT_DB__URL is right."
-            ) from exc
+        with self.errors("connect to"), self.engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
 
     def head_revision(self) -> str | None:
         from alembic.script import ScriptDirectory
