@@ -33,6 +33,7 @@ from sketchtext.plugin.errors import (
 )
 from sketchtext.plugin.images import DEFAULT_MAX_PIXELS, decode_image
 from sketchtext.plugin.ingest.catalog import CatalogEntry, catalog_entries
+from sketchtext.plugin.ingest.runs import end_orphaned_runs, ingest_lock
 from sketchtext.plugin.ingest.turn import ModelTurn
 from sketchtext.plugin.model.clip import ClipEncoder
 from sketchtext.plugin.store.base import PointId, VectorStore, qdrant_id
@@ -409,7 +410,8 @@ def run_ingest(
     entries = catalog_entries(root)
     if ctx.store.host_points:
         entries = flag_shared_host_ids(entries)
-    with ctx.db.exclusive(f"the ingest lock of collection {ctx.collection!r}"):
+    with ingest_lock(ctx.db, ctx.collection):
+        end_orphaned_runs(ctx.db, ctx.collection)
         ctx.ensure_collection()
         forget_lost_points(ctx)
         run_id = ctx.db.start_run(ctx.collection, str(root), ctx.encoder.fingerprint, len(entries))

@@ -10,6 +10,7 @@ from pathlib import Path
 from sketchtext.plugin.db import MetadataDB
 from sketchtext.plugin.ingest.catalog import catalog_entries
 from sketchtext.plugin.ingest.pipeline import BatchResult, IngestSummary, flag_shared_host_ids
+from sketchtext.plugin.ingest.runs import end_orphaned_runs, ingest_lock
 from sketchtext.plugin.store.base import VectorStore
 
 
@@ -42,7 +43,8 @@ def ingest_unchanged(
             return None
         if not previous.is_current(sha256, fingerprint):
             return None
-    with db.exclusive(f"the ingest lock of collection {collection!r}"):
+    with ingest_lock(db, collection):
+        end_orphaned_runs(db, collection)
         run_id = db.start_run(collection, str(root), fingerprint, len(entries))
         db.finish_run(run_id, "completed", embedded=0, unchanged=len(entries), failed=0, pruned=0)
     if progress is not None:
