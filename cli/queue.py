@@ -134,6 +134,7 @@ def ingest_queued(
                 max_in_flight=max_in_flight,
                 prune=prune,
                 progress=advance,
+                stalled=lambda seconds: no_worker_hint(app, settings, seconds),
             )
     except KeyboardInterrupt:
         click.echo(
@@ -143,6 +144,18 @@ def ingest_queued(
         sys.exit(130)
     finally:
         db.engine.dispose()
+
+
+def no_worker_hint(app: Any, settings: Settings, seconds: float) -> None:
+    """Said when no batch has landed for a while: if no worker consumes the queue, name the command that starts one."""
+    from sketchtext.workers.client import workers_on_queue
+
+    if not workers_on_queue(app):
+        click.echo(
+            f"\nhint: no batch has landed in {seconds:.0f} s and no worker consumes queue {settings.queue.queue!r}; "
+            "start one with `sketchtext worker` (same broker, database and store settings).",
+            err=True,
+        )
 
 
 @click.command()
@@ -166,6 +179,9 @@ def status(state: State, collection: str | None, limit: int, as_json: bool) -> N
             fix = "sketchtext ingest ./catalog" if db.engine.dialect.name == "sqlite" else "sketchtext db upgrade"
             click.echo(f"no ingest yet (the database has no schema; run `{fix}`)")
             return
+        from sketchtext.plugin.ingest.runs import STOPPED, settle_runs
+
+        settle_runs(db, {r.collection for r in db.latest_runs(limit, collection) if r.status in STOPPED})
         runs = db.latest_runs(limit, collection)
         names = sorted({r.collection for r in runs} | ({collection} if collection else set()))
         counts = {name: db.status_counts(name) for name in names}

@@ -51,6 +51,10 @@ class DatabaseUnavailableError(DatabaseError):
     """The metadata database cannot be reached."""
 
 
+class DatabaseDamagedError(DatabaseError):
+    """The metadata database file is damaged (not a database, or broken pages)."""
+
+
 class IngestBusyError(SketchTextError):
     """Another ingest into the same collection is running."""
 

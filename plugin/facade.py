@@ -418,7 +418,16 @@ class SketchTextPlugin:
             )
             for i, points in zip(rows, found, strict=True):
                 results[i] = points
-        return [join_hits(points, self.db, self.collection, self.store.own_payload) for points in results]
+        hits = [join_hits(points, self.db, self.collection, self.store.own_payload) for points in results]
+        orphans = sum(hit.asset is None for query_hits in hits for hit in query_hits)
+        if orphans:  # the store has points SQL does not know: the database was deleted, replaced or restored
+            log.warning(
+                "%d hit(s) have no row in the metadata database at %s (deleted or replaced?), so they carry no "
+                "metadata; run `sketchtext verify --repair CATALOG` to rebuild it from the store and the catalogue.",
+                orphans,
+                self.db.where,
+            )
+        return hits
 
     def search(self, query: SketchTextQuery) -> list[SearchHit]:
         """Run one query and return typed hits (score, payload, SQL metadata), best first."""

@@ -35,6 +35,7 @@ from sketchtext.plugin.errors import (
 )
 from sketchtext.plugin.images import DEFAULT_MAX_PIXELS, decode_image
 from sketchtext.plugin.ingest.catalog import CatalogEntry, catalog_entries
+from sketchtext.plugin.ingest.runs import end_orphaned_runs, ingest_lock
 from sketchtext.plugin.ingest.turn import ModelTurn
 from sketchtext.plugin.model.clip import ClipEncoder
 from sketchtext.plugin.store.base import PointId, VectorStore, qdrant_id
@@ -407,6 +408,26 @@ def remove_assets(store: VectorStore, db: MetadataDB, collection: str, keys: Seq
     db.delete_assets(collection, keys)
 
 
+def forget_lost_points(ctx: IngestContext) -> int:
+    """Rows SQL calls embedded whose points the store no longer has (a deleted or restored store folder) go back to
+    pending, so this run embeds them again; found by a count, so the usual run pays one count."""
+    embedded = ctx.db.status_counts(ctx.collection).get(AssetStatus.EMBEDDED.value, 0)
+    if not embedded or ctx.store.count(ctx.collection) >= embedded:
+        return 0
+    stored = {pid for pid, _payload in ctx.store.points(ctx.collection)}
+    lost = [
+        row.key
+        for row in ctx.db.all_assets(ctx.collection)
+        if row.status == AssetStatus.EMBEDDED
+        and qdrant_id(point_id(ctx.store, ctx.collection, row.key, row.host_id)) not in stored
+    ]
+    ctx.db.mark_pending(ctx.collection, lost)
+    log.warning(
+        "the store lost %d of %d embedded points of %r; embedding them again", len(lost), embedded, ctx.collection
+    )
+    return len(lost)
+
+
 def run_ingest(
     ctx: IngestContext,
     root: Path,
@@ -422,8 +443,10 @@ def run_ingest(
     entries = catalog_entries(root)
     if ctx.store.host_points:
         entries = flag_shared_host_ids(entries)
-    with ctx.db.exclusive(f"the ingest lock of collection {ctx.collection!r}"):
+    with ingest_lock(ctx.db, ctx.collection):
+        end_orphaned_runs(ctx.db, ctx.collection)
         ctx.ensure_collection()
+        forget_lost_points(ctx)
         run_id = ctx.db.start_run(ctx.collection, str(root), ctx.encoder.fingerprint, len(entries))
         total = BatchResult()
         pruned: list[str] = []

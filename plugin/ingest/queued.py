@@ -20,6 +20,7 @@ from sketchtext.plugin.db import Asset, AssetStatus, MetadataDB
 from sketchtext.plugin.errors import CatalogError, QueueError
 from sketchtext.plugin.ingest.catalog import CatalogEntry, catalog_entries, file_problem, make_entry
 from sketchtext.plugin.ingest.pipeline import BatchResult, IngestSummary, batched, catalog_row
+from sketchtext.plugin.ingest.runs import end_orphaned_runs, ingest_lock
 
 log = logging.getLogger(__name__)
 
@@ -180,24 +181,41 @@ def entries_for_job(db: MetadataDB, job: BatchJob) -> list[CatalogEntry]:
 
 
 class Follower:
-    """Progress read from SQL: how many of the rows this run marked pending are no longer pending."""
+    """Progress read from SQL: how many of the rows this run marked pending are no longer pending, and since when
+    nothing has moved (by `clock`, which a test may drive)."""
 
-    def __init__(self, db: MetadataDB, collection: str, todo: int, progress: Callable[[int, int], None] | None):
+    def __init__(
+        self,
+        db: MetadataDB,
+        collection: str,
+        todo: int,
+        progress: Callable[[int, int], None] | None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.db = db
         self.collection = collection
         self.todo = todo
         self.progress = progress
+        self.clock = clock
         # Pending rows of files no longer in the catalog stay pending; counting from this baseline ignores them.
         self.baseline = self.pending()
+        self.done = 0
+        self.moved_at = clock()
 
     def pending(self) -> int:
         return self.db.status_counts(self.collection).get(AssetStatus.PENDING.value, 0)
 
     def poll(self) -> int:
         done = min(max(self.baseline - self.pending(), 0), self.todo)
+        if done != self.done:
+            self.done, self.moved_at = done, self.clock()
         if self.progress is not None:
             self.progress(done, self.todo)
         return done
+
+    def still_for(self) -> float:
+        """Seconds since the last batch landed (or since the run started)."""
+        return self.clock() - self.moved_at
 
 
 def wait_for(ticket: Ticket, poll_s: float) -> BatchResult:
@@ -219,56 +237,70 @@ def run_queued(
     prune: bool = False,
     poll_s: float = 0.5,
     progress: Callable[[int, int], None] | None = None,
+    stalled: Callable[[float], None] | None = None,
+    stall_s: float = 30.0,
+    clock: Callable[[], float] = time.monotonic,
 ) -> IngestSummary:
-    """Ingest a catalog folder through workers; `progress(done, todo)` hears of the SQL status as it changes.
+    """Ingest a catalog folder through workers; `progress(done, todo)` hears of the SQL status as it changes, and
+    `stalled(seconds)` once each time no batch has landed for `stall_s` (by `clock`) while work is queued.
 
     Only entries that are not embedded (new, failed, left pending by a stopped run, changed, or made by another
     model) are sent. At most `max_in_flight` batches wait in the queue at a time, so stopping this driver stops the
     run soon; a rerun sends what is still not embedded. A batch that fails for good ends the run with its error.
+    The driver holds the collection's ingest lock while it runs, so `status` can tell its run from a dead one.
     """
     started = time.perf_counter()
     root = root.expanduser().absolute()  # workers open files by this path: mount the catalog there too
     entries = catalog_entries(root)
-    plan = plan_run(db, collection, entries, fingerprint)
-    run_id = db.start_run(collection, str(root), fingerprint, len(entries))
-    total = BatchResult(unchanged=list(plan.unchanged))
-    pruned: list[str] = []
-    status = "failed"
-    try:
-        register_pending(db, collection, plan.todo)
-        follower = Follower(db, collection, len(plan.todo), progress)
-        jobs = deque(
-            BatchJob(run_id, collection, str(root), tuple(e.key for e in batch), fingerprint, regions)
-            for batch in batched(plan.todo, batch_size)
-        )
-        log.info("run %d: %d to embed in %d batches, of %d files", run_id, len(plan.todo), len(jobs), len(entries))
-        waiting: list[Ticket] = []
-        while jobs or waiting:
-            while jobs and len(waiting) < max_in_flight:
-                waiting.append(dispatcher.send(jobs.popleft()))
-            finished = [ticket for ticket in waiting if ticket.done()]
-            for ticket in finished:
-                waiting.remove(ticket)
-                total.merge(ticket.outcome())
-            follower.poll()
-            if jobs or waiting:
-                time.sleep(poll_s)
-        if prune:
-            gone = sorted(db.keys(collection) - {e.key for e in entries})
-            for chunk in chunks(gone):
-                wait_for(dispatcher.prune(collection, chunk), poll_s)
-            pruned = gone
-        status = "completed"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    finally:
-        db.finish_run(
-            run_id,
-            status,
-            embedded=len(total.embedded),
-            unchanged=len(total.unchanged),
-            failed=len(total.failed),
-            pruned=len(pruned),
-        )
+    with ingest_lock(db, collection):
+        end_orphaned_runs(db, collection)
+        plan = plan_run(db, collection, entries, fingerprint)
+        run_id = db.start_run(collection, str(root), fingerprint, len(entries))
+        total = BatchResult(unchanged=list(plan.unchanged))
+        pruned: list[str] = []
+        status = "failed"
+        try:
+            register_pending(db, collection, plan.todo)
+            follower = Follower(db, collection, len(plan.todo), progress, clock)
+            jobs = deque(
+                BatchJob(run_id, collection, str(root), tuple(e.key for e in batch), fingerprint, regions)
+                for batch in batched(plan.todo, batch_size)
+            )
+            log.info("run %d: %d to embed in %d batches, of %d files", run_id, len(plan.todo), len(jobs), len(entries))
+            waiting: list[Ticket] = []
+            told = False
+            while jobs or waiting:
+                while jobs and len(waiting) < max_in_flight:
+                    waiting.append(dispatcher.send(jobs.popleft()))
+                finished = [ticket for ticket in waiting if ticket.done()]
+                for ticket in finished:
+                    waiting.remove(ticket)
+                    total.merge(ticket.outcome())
+                follower.poll()
+                quiet = follower.still_for()
+                if finished or quiet < stall_s:
+                    told = False
+                elif not told and stalled is not None:
+                    told = True
+                    stalled(quiet)
+                if jobs or waiting:
+                    time.sleep(poll_s)
+            if prune:
+                gone = sorted(db.keys(collection) - {e.key for e in entries})
+                for chunk in chunks(gone):
+                    wait_for(dispatcher.prune(collection, chunk), poll_s)
+                pruned = gone
+            status = "completed"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            db.finish_run(
+                run_id,
+                status,
+                embedded=len(total.embedded),
+                unchanged=len(total.unchanged),
+                failed=len(total.failed),
+                pruned=len(pruned),
+            )
     return IngestSummary(run_id, collection, len(entries), total, pruned, time.perf_counter() - started)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,9 @@ class EdgeIndexCfg:
 
 
 LOCK_FILE = ".lock"
+# Edge maps its files into memory; on a full disk a write through the map kills the process with SIGBUS, not an
+# error, so a store is opened only with this much room left.
+MIN_FREE_BYTES = 64 << 20
 
 
 def hold_folder(folder: Path) -> filelock.BaseFileLock:
@@ -53,4 +57,12 @@ def hold_folder(folder: Path) -> filelock.BaseFileLock:
             f"Cannot open the embedded store {folder}: {exc.strerror or exc}; make the folder writable or point "
             "SKETCHTEXT_DATA_DIR elsewhere."
         ) from exc
+    free = shutil.disk_usage(folder).free
+    if free < MIN_FREE_BYTES:
+        lock.release()
+        raise StoreUnavailableError(
+            f"The disk holding the embedded store {folder} has {free >> 20} MiB free, under the "
+            f"{MIN_FREE_BYTES >> 20} MiB Qdrant Edge needs to open it safely; free some space there, or move "
+            "SKETCHTEXT_DATA_DIR to a disk with room."
+        )
     return lock

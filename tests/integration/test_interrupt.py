@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -94,6 +95,10 @@ def test_interrupted_ingest_resumes_and_verifies_clean(world: Path, tmp_path: Pa
     finally:
         process.kill()
     assert 0 < embedded_count(data) <= before < total
+    # the next command tells the dead run from a live one and counts what it embedded from SQL
+    status = run_to_end(data, "status", "--json")
+    latest = json.loads(status.stdout)["runs"][0]
+    assert (latest["status"], latest["embedded"]) == ("interrupted", embedded_count(data)), status.stdout
     rerun = subprocess.run(
         [sys.executable, str(PAUSED_INGEST), "--data-dir", str(data), *ingest_args(catalog)],
         env=env, capture_output=True, text=True, timeout=300,

@@ -51,6 +51,8 @@ def test_commands_refused_the_store_leave_a_running_ingest_alone(tmp_path: Path)
             assert "is in use by another process" in refused.stderr and "Traceback" not in refused.stderr, args
         status = subprocess.run(command(data, "status"), env=env, capture_output=True, text=True, timeout=120)
         assert "Traceback" not in status.stderr, status.stderr  # SQL only: it answers while the ingest runs
+        live = subprocess.run(command(data, "status", "--json"), env=env, capture_output=True, text=True, timeout=120)
+        assert json.loads(live.stdout)["runs"][0]["status"] == "running"  # a live driver holds the ingest lock
     finally:
         (tmp_path / "go").touch()
         out, err = ingest.communicate(timeout=240)

@@ -1,185 +1,55 @@
-"""SQL metadata (SQLAlchemy 2): what was ingested, from which file, with which model. The source of truth."""
+"""SQL metadata (SQLAlchemy 2): what was ingested, from which file, with which model. The source of truth.
+
+`schema` holds the tables, `engine` the connection; `MetadataDB` is what the rest of sketchtext uses."""
 
 from __future__ import annotations
 
-import enum
 import fcntl
 import hashlib
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    DateTime,
-    Enum,
-    Integer,
-    LargeBinary,
-    String,
-    Text,
-    UniqueConstraint,
-    Uuid,
-    create_engine,
-    delete,
-    event,
-    select,
-    text,
+from sqlalchemy import delete, select, text
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from sketchtext.plugin.db.engine import DAMAGE, alembic_config, make_engine, unavailable_message
+from sketchtext.plugin.db.schema import (
+    ASSET_NAMESPACE,
+    CATALOG_FIELDS,
+    Asset,
+    AssetStatus,
+    Base,
+    Feedback,
+    IngestRun,
+    asset_id,
+    utcnow,
 )
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sketchtext.plugin.errors import DatabaseDamagedError, DatabaseError, DatabaseUnavailableError, IngestBusyError
 
-from sketchtext.plugin.errors import DatabaseError, DatabaseUnavailableError, IngestBusyError
-
-# Fixed namespace so that asset ids (and Qdrant point ids) are the same on every machine and every retry.
-# The catalogue's own fields: a column each in SQL and a filterable payload field in Qdrant; every other sidecar
-# field lands in `extra`. The one list of them.
-CATALOG_FIELDS = ("sku", "title", "category", "scene", "host_id")
-ASSET_NAMESPACE = uuid.UUID("7d0c3a52-5f38-4c1e-9a8e-3b1f1c0d5e21")
-
-
-def asset_id(collection: str, key: str) -> uuid.UUID:
-    """The deterministic id of an asset, shared by its SQL row and its Qdrant point."""
-    return uuid.uuid5(ASSET_NAMESPACE, f"{collection}\x00{key}")
+__all__ = [
+    "ASSET_NAMESPACE",
+    "CATALOG_FIELDS",
+    "DAMAGE",
+    "Asset",
+    "AssetStatus",
+    "Base",
+    "Feedback",
+    "IngestRun",
+    "MetadataDB",
+    "alembic_config",
+    "asset_id",
+    "make_engine",
+    "unavailable_message",
+    "utcnow",
+]
 
 
 def busy_message(name: str) -> str:
     return f"Another process holds {name}; wait for it to finish (`sketchtext status` shows runs) and try again."
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-class AssetStatus(enum.StrEnum):
-    PENDING = "pending"
-    EMBEDDED = "embedded"
-    FAILED = "failed"
-
-
-class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON}
-
-
-class Asset(Base):
-    __tablename__ = "assets"
-    __table_args__ = (UniqueConstraint("collection", "key", name="uq_assets_collection_key"),)
-
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    collection: Mapped[str] = mapped_column(String(255), index=True)
-    key: Mapped[str] = mapped_column(Text)
-    sha256: Mapped[str | None] = mapped_column(String(64))
-    size: Mapped[int | None] = mapped_column(Integer)
-    width: Mapped[int | None] = mapped_column(Integer)
-    height: Mapped[int | None] = mapped_column(Integer)
-    category: Mapped[str | None] = mapped_column(String(255), index=True)
-    scene: Mapped[str | None] = mapped_column(String(255))
-    sku: Mapped[str | None] = mapped_column(String(255))
-    title: Mapped[str | None] = mapped_column(Text)
-    host_id: Mapped[str | None] = mapped_column(String(255))
-    extra: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    status: Mapped[AssetStatus] = mapped_column(
-        Enum(
-            AssetStatus,
-            name="asset_status",
-            native_enum=False,
-            length=16,
-            values_callable=lambda e: [m.value for m in e],
-        ),
-        default=AssetStatus.PENDING,
-        index=True,
-    )
-    error: Mapped[str | None] = mapped_column(Text)
-    model_fingerprint: Mapped[str | None] = mapped_column(String(255))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
-    embedded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-
-    def as_dict(self) -> dict[str, Any]:
-        """The row as a host or the search page sees it, beside a hit."""
-        return {
-            "key": self.key,
-            **{name: getattr(self, name) for name in CATALOG_FIELDS},
-            "sha256": self.sha256,
-            "width": self.width,
-            "height": self.height,
-            "status": self.status.value,
-            "extra": self.extra,
-        }
-
-    def is_current(self, sha256: str, fingerprint: str) -> bool:
-        """Whether this file's content is embedded by the model `fingerprint` (nothing to do on a re-ingest)."""
-        return self.status == AssetStatus.EMBEDDED and self.sha256 == sha256 and self.model_fingerprint == fingerprint
-
-
-class IngestRun(Base):
-    __tablename__ = "ingest_runs"
-
-    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
-    collection: Mapped[str] = mapped_column(String(255))
-    source: Mapped[str] = mapped_column(Text)
-    model_fingerprint: Mapped[str] = mapped_column(String(255))
-    status: Mapped[str] = mapped_column(String(16), default="running")
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    total: Mapped[int] = mapped_column(Integer, default=0)
-    embedded: Mapped[int] = mapped_column(Integer, default=0)
-    unchanged: Mapped[int] = mapped_column(Integer, default=0)
-    failed: Mapped[int] = mapped_column(Integer, default=0)
-    pruned: Mapped[int] = mapped_column(Integer, default=0)
-
-
-class Feedback(Base):
-    """A staff mark on a hit ("this is it" or "wrong") with the query that found it (see plugin/web/feedback.py)."""
-
-    __tablename__ = "feedback"
-
-    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
-    collection: Mapped[str] = mapped_column(String(255), index=True)
-    asset_id: Mapped[uuid.UUID] = mapped_column(Uuid)
-    key: Mapped[str] = mapped_column(Text)  # kept: the asset may be deleted later
-    mark: Mapped[str] = mapped_column(String(8))  # "match" or "wrong"
-    text: Mapped[str | None] = mapped_column(Text)
-    filters: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    sketch_png: Mapped[bytes | None] = mapped_column(LargeBinary)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets the CLI read progress while a writer works; the busy timeout makes writers wait, not fail.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
-
-
-def make_engine(url: str) -> Engine:
-    """An engine for a SQLAlchemy URL; `postgresql://` is taken to mean psycopg 3."""
-    if url.startswith("postgresql://") or url.startswith("postgres://"):
-        url = "postgresql+psycopg://" + url.split("://", 1)[1]
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    try:
-        engine = create_engine(url, pool_pre_ping=True)
-    except (SQLAlchemyError, ImportError, ValueError) as exc:
-        raise DatabaseError(f"Invalid database URL {url!r}: {exc}. Use sqlite:///PATH or postgresql://…") from exc
-    if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
-    return engine
-
-
-def alembic_config(engine: Engine) -> Any:
-    from alembic.config import Config
-
-    config = Config()
-    with resources.as_file(resources.files("sketchtext.migrations")) as folder:
-        config.set_main_option("script_location", str(folder))
-    config.attributes["engine"] = engine
-    return config
 
 
 class MetadataDB:
@@ -190,27 +60,44 @@ class MetadataDB:
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
+    @property
+    def where(self) -> str:
+        """The database as a message names it: the SQLite file, or the URL without its password."""
+        if self.engine.dialect.name == "sqlite" and self.engine.url.database:
+            return str(Path(self.engine.url.database).expanduser().absolute())
+        return self.engine.url.render_as_string(hide_password=True)
+
+    @contextmanager
+    def errors(self, doing: str = "") -> Iterator[None]:
+        """Driver errors as the project's: damage, unreachable (with what to check), anything else."""
+        try:
+            yield
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlite_errorname", None) in DAMAGE:
+                raise DatabaseDamagedError(
+                    f"The metadata database at {self.where} is damaged ({exc.orig}): restore it, or move it aside "
+                    "(with its -wal and -shm files) and run `sketchtext verify --repair CATALOG` to rebuild it from "
+                    "the store and the catalogue."
+                ) from exc
+            if isinstance(exc, OperationalError):
+                raise DatabaseUnavailableError(unavailable_message(self.where, doing, exc)) from exc
+            raise DatabaseError(f"Database error: {exc}") from exc
+        except SQLAlchemyError as exc:
+            raise DatabaseError(f"Database error: {exc}") from exc
+
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A transaction: committed on success, rolled back on error; driver errors become DatabaseError."""
-        session = self._sessions()
-        try:
-            yield session
-            session.commit()
-        except OperationalError as exc:
-            session.rollback()
-            raise DatabaseUnavailableError(
-                f"The metadata database at {self.engine.url.render_as_string(hide_password=True)} is unreachable "
-                f"or locked: {exc.orig}. Check that it runs and SKETCHTEXT_DB__URL points at it."
-            ) from exc
-        except SQLAlchemyError as exc:
-            session.rollback()
-            raise DatabaseError(f"Database error: {exc}") from exc
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
+        with self.errors():
+            session = self._sessions()
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+            finally:
+                session.close()
 
     @contextmanager
     def exclusive(self, name: str) -> Iterator[None]:
@@ -246,10 +133,8 @@ class MetadataDB:
         """Apply Alembic migrations up to `revision`."""
         from alembic import command
 
-        try:
+        with self.errors("migrate"):
             command.upgrade(alembic_config(self.engine), revision)
-        except OperationalError as exc:
-            raise DatabaseUnavailableError(f"Cannot migrate {self.url}: {exc.orig}") from exc
 
     def downgrade(self, revision: str) -> None:
         from alembic import command
@@ -259,14 +144,8 @@ class MetadataDB:
     def current_revision(self) -> str | None:
         from alembic.runtime.migration import MigrationContext
 
-        try:
-            with self.engine.connect() as connection:
-                return MigrationContext.configure(connection).get_current_revision()
-        except OperationalError as exc:
-            raise DatabaseUnavailableError(
-                f"Cannot connect to {self.engine.url.render_as_string(hide_password=True)}: {exc.orig}. "
-                "Check that the database runs and SKETCHTEXT_DB__URL is right."
-            ) from exc
+        with self.errors("connect to"), self.engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
 
     def head_revision(self) -> str | None:
         from alembic.script import ScriptDirectory
