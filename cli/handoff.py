@@ -6,7 +6,7 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +85,11 @@ def ingest_via_server(record: ServeRecord, settings: Settings, catalog: Path, *,
     return job["summary"]
 
 
-def delete_via_server(record: ServeRecord, settings: Settings, keys: Sequence[str], skus: Sequence[str]) -> list[str]:
-    """Remove assets through the server (`DELETE /api/assets/{id}`); skus are resolved from SQL first."""
+def delete_via_server(
+    record: ServeRecord, settings: Settings, keys: Sequence[str], skus: Sequence[str], where: Mapping[str, Any]
+) -> list[str]:
+    """Remove assets through the server: by id (`DELETE /api/assets/{id}`; skus resolved from SQL first), and a
+    `where` filter by the server, which holds the store (`POST /api/assets/delete`)."""
     from sketchtext.plugin.db import MetadataDB, asset_id
 
     client = ServerClient(record, settings)
@@ -100,7 +103,7 @@ def delete_via_server(record: ServeRecord, settings: Settings, keys: Sequence[st
             f"Not in collection {collection!r}: {', '.join(missing[:10])}; "
             "`sketchtext search --json` shows keys and skus."
         )
-    removed: list[str] = []
-    for key in sorted(set(keys).union(*by_sku.values())):
+    removed: list[str] = client.call("POST", "/api/assets/delete", {"where": dict(where)})["removed"] if where else []
+    for key in sorted(set(keys).union(*by_sku.values()) - set(removed)):
         removed += client.call("DELETE", f"/api/assets/{asset_id(collection, key)}")["removed"]
     return sorted(removed)

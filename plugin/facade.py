@@ -34,7 +34,7 @@ from sketchtext.plugin.settings import Settings, load_settings
 from sketchtext.plugin.store.base import VectorStore, build_filter
 from sketchtext.plugin.store.open import open_store
 from sketchtext.plugin.store.regions import RegionPlan, RegionSearch, region_request, regions_name
-from sketchtext.plugin.store.where import Scalar, all_of, known_values, values_stamp, where_filter
+from sketchtext.plugin.store.where import Scalar, Where, all_of, known_values, values_stamp, where_filter
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient, models
@@ -256,10 +256,11 @@ class SketchTextPlugin:
             on_start=on_start,
         )
 
-    def delete(self, keys: Sequence[str] = (), *, skus: Sequence[str] = ()) -> list[str]:
-        """Remove assets (by key, or every asset of a sku): their points and SQL rows go together, in ingest's write
-        order backwards, so an interrupted delete leaves nothing `verify` cannot explain and a rerun finishes it.
-        A later ingest of a folder that still holds the file adds it again.
+    def delete(self, keys: Sequence[str] = (), *, skus: Sequence[str] = (), where: Where | None = None) -> list[str]:
+        """Remove assets (by key, every asset of a sku, or every asset a `where` filter matches, as search reads it):
+        their points and SQL rows go together, in ingest's write order backwards, so an interrupted delete leaves
+        nothing `verify` cannot explain and a rerun finishes it. A later ingest of a folder that still holds the file
+        adds it again.
 
         Returns:
             The keys removed, sorted.
@@ -276,7 +277,13 @@ class SketchTextPlugin:
                 f"Not in collection {self.collection!r}: {', '.join(unknown[:10])}; "
                 "`sketchtext search --json` shows keys and skus."
             )
-        chosen = sorted(found.union(*by_sku.values()))
+        matched: set[str] = set()
+        if where:
+            query_filter = where_filter(where, self.filter_values(), prefix=self.store.payload_prefix)
+            matched = {str(own["key"]) for _, own in self.store.points(self.collection, query_filter=query_filter)}
+            if not matched:
+                raise AssetNotFoundError(f"No asset of collection {self.collection!r} matches where={dict(where)!r}.")
+        chosen = sorted(found.union(matched, *by_sku.values()))
         with self.db.exclusive(f"the ingest lock of collection {self.collection!r}"):
             remove_assets(self.store, self.db, self.collection, chosen)
         return chosen

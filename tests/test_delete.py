@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from sketchtext.cli.main import main
 from sketchtext.plugin.db import MetadataDB
-from sketchtext.plugin.errors import AssetNotFoundError, StoreUnavailableError
+from sketchtext.plugin.errors import AssetNotFoundError, QueryError, StoreUnavailableError
 from sketchtext.plugin.facade import SketchTextPlugin
 from sketchtext.plugin.settings import Settings
 from tests.conftest import TINY_SPEC
@@ -87,3 +87,28 @@ def test_delete_command(catalog: Path, tmp_path: Path) -> None:
     assert missing.exit_code == 1 and missing.output.startswith("error: Not in collection 'sketchtext': shoes/item2")
     bare = runner.invoke(main, [*base, "delete"])
     assert bare.exit_code == 2 and "Name the assets to remove" in bare.output
+
+
+def test_delete_where_removes_what_the_filter_matches_and_refuses_unknown_values(
+    plugin: SketchTextPlugin, catalog: Path
+) -> None:
+    plugin.ingest(catalog)
+    bags = {key for key in plugin.db.keys(plugin.collection) if key.startswith("bags/")}
+    with pytest.raises(QueryError, match="Unknown category 'hats'; the collection has: bags, shoes"):
+        plugin.delete(where={"category": "hats"})
+    assert len(point_keys(plugin)) == 6  # a refused filter removes nothing
+    assert plugin.delete(where={"category": "bags"}) == sorted(bags)
+    assert point_keys(plugin) == plugin.db.keys(plugin.collection) and not point_keys(plugin) & bags
+    assert sorted((d.kind, d.key) for d in plugin.verify(catalog)) == [("not_ingested", k) for k in sorted(bags)]
+
+
+def test_delete_command_where(catalog: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    runner = CliRunner()
+    base = ["--data-dir", str(data)]
+    assert runner.invoke(main, [*base, "ingest", str(catalog), "--model", TINY_SPEC, "--device", "cpu"]).exit_code == 0
+    done = runner.invoke(main, [*base, "delete", "--where", "sku=SKU-2,SKU-3", "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["removed"] == ["bags/item3.png", "shoes/item2.jpg"]
+    unknown = runner.invoke(main, [*base, "delete", "--where", "material=suede"])
+    assert unknown.exit_code == 1 and "Unknown filter field 'material'" in unknown.output

@@ -113,3 +113,18 @@ def test_delete_an_asset_through_the_api(world) -> None:
     keys = [h["key"] for h in client.post("/api/search", json={"text": "a red shoe", "limit": 8}).json()["hits"]]
     assert hit["key"] not in keys and len(keys) == 7
     assert [(d.kind, d.key) for d in plugin.verify(root)] == [("not_ingested", hit["key"])]
+
+
+def test_delete_where_through_the_api(world) -> None:
+    plugin, client, root = world
+    hits = client.post("/api/search", json={"text": "a red shoe", "limit": 8}).json()["hits"]
+    sku = next(h["sku"] for h in hits if h["sku"])
+    anonymous = client.post("/api/assets/delete", json={"where": {"sku": sku}}, headers={"Authorization": ""})
+    assert anonymous.status_code == 401
+    assert client.post("/api/assets/delete", json={"keys": ["x"]}).status_code == 422
+    assert client.post("/api/assets/delete", json={"where": {"sku": "no-such-sku"}}).status_code == 422
+    removed = client.post("/api/assets/delete", json={"where": {"sku": sku}})
+    assert removed.status_code == 200
+    gone = removed.json()["removed"]
+    assert gone and all(plugin.db.assets_by_key(plugin.collection, gone).get(k) is None for k in gone)
+    assert sorted(d.key for d in plugin.verify(root) if d.kind == "not_ingested") == sorted(gone)

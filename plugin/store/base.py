@@ -156,8 +156,10 @@ class VectorStore(Protocol):
     ) -> list[list[models.ScoredPoint]]:
         """Two-stage queries: prefetch by the global vector with the filter, rerank by regions; best first."""
 
-    def points(self, collection: str, page: int = 1000) -> Iterator[tuple[str | int, dict[str, Any]]]:
-        """Every point holding a sketchtext vector, as (id, sketchtext's payload)."""
+    def points(
+        self, collection: str, page: int = 1000, query_filter: models.Filter | None = None
+    ) -> Iterator[tuple[str | int, dict[str, Any]]]:
+        """Every point holding a sketchtext vector (those `query_filter` admits), as (id, sketchtext's payload)."""
 
     def count(self, collection: str, query_filter: models.Filter | None = None) -> int:
         """Points in the collection (matching a filter)."""

@@ -331,14 +331,17 @@ class EdgeStore(StoreBase):
             found = shard.retrieve([qdrant_id(point_id)], with_payload=False, with_vector=True)
         return self.picked_vector(found[0].vector) if found else None
 
-    def points(self, collection: str, page: int = 1000) -> Iterator[tuple[str | int, dict[str, Any]]]:
-        """Every point holding a sketchtext vector, as (id, sketchtext's payload)."""
+    def points(
+        self, collection: str, page: int = 1000, query_filter: models.Filter | None = None
+    ) -> Iterator[tuple[str | int, dict[str, Any]]]:
+        """Every point holding a sketchtext vector (those `query_filter` admits), as (id, sketchtext's payload)."""
         shard = self.shard(collection)
         offset: Any = None
+        where = edge_filter(query_filter)
         while True:
             with edge_errors(f"read points of {collection!r}", self.shard_path(collection)):
                 records, offset = shard.scroll(
-                    qe.ScrollRequest(offset=offset, limit=page, with_payload=True, with_vector=False)
+                    qe.ScrollRequest(offset=offset, limit=page, filter=where, with_payload=True, with_vector=False)
                 )
             for record in records:
                 own = self.own_payload(record.payload)

@@ -264,13 +264,20 @@ class QdrantStore(StoreBase):
             found = self.client.retrieve(collection, ids=[qdrant_id(point_id)], with_payload=False, with_vectors=using)
         return self.picked_vector(found[0].vector) if found else None
 
-    def points(self, collection: str, page: int = 1000) -> Iterator[tuple[str | int, dict[str, Any]]]:
-        """Every point holding a sketchtext vector, as (id, sketchtext's payload)."""
+    def points(
+        self, collection: str, page: int = 1000, query_filter: models.Filter | None = None
+    ) -> Iterator[tuple[str | int, dict[str, Any]]]:
+        """Every point holding a sketchtext vector (those `query_filter` admits), as (id, sketchtext's payload)."""
         offset: Any = None
         while True:
             with translated(f"read points of {collection!r}"):
                 records, offset = self.client.scroll(
-                    collection, limit=page, offset=offset, with_payload=True, with_vectors=False
+                    collection,
+                    scroll_filter=query_filter,
+                    limit=page,
+                    offset=offset,
+                    with_payload=True,
+                    with_vectors=False,
                 )
             for record in records:
                 own = self.own_payload(record.payload)

@@ -117,6 +117,13 @@ def admin_routes(service: SearchService, jobs: IngestJobs) -> list[Route]:
         removed = await run_in_threadpool(plugin.delete, [row.key])
         return JSONResponse({"removed": removed})
 
+    async def delete_where(request: Request) -> Response:
+        fields = await json_object(request, service)
+        if set(fields) != {"where"} or not isinstance(fields["where"], dict) or not fields["where"]:
+            raise HTTPException(422, 'Send {"where": {"field": value, ...}}, as /api/search takes it.')
+        removed = await run_in_threadpool(service.plugin.delete, where=fields["where"])
+        return JSONResponse({"removed": removed})
+
     async def feedback(request: Request) -> Response:
         fields = await json_object(request, service)
         unknown = sorted(set(fields) - FEEDBACK_FIELDS)
@@ -149,4 +156,5 @@ def admin_routes(service: SearchService, jobs: IngestJobs) -> list[Route]:
         Route("/api/ingest/{run_id}", follow_ingest, methods=["GET"]),
         Route("/api/ingest/{run_id}", cancel_ingest, methods=["DELETE"]),
         Route("/api/assets/{asset_id}", delete_asset, methods=["DELETE"]),
+        Route("/api/assets/delete", delete_where, methods=["POST"]),
     ]
