@@ -14,7 +14,8 @@ from numpy.typing import NDArray
 
 from sketchtext.plugin.db import Asset, AssetStatus, MetadataDB
 from sketchtext.plugin.errors import AssetNotFoundError, CatalogError, QueryError
-from sketchtext.plugin.ingest.pipeline import IngestContext, IngestSummary, point_id, remove_assets, run_ingest
+from sketchtext.plugin.ingest.inline import run_ingest
+from sketchtext.plugin.ingest.pipeline import IngestContext, IngestSummary, point_id, remove_assets
 from sketchtext.plugin.ingest.unchanged import ingest_unchanged
 from sketchtext.plugin.ingest.verify import Difference, find_differences
 from sketchtext.plugin.ingest.verify import repair as repair_differences
