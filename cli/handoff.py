@@ -13,7 +13,6 @@ from typing import Any
 import click
 
 from sketchtext.plugin.errors import (
-    AssetNotFoundError,
     IngestCancelledError,
     SketchTextError,
     StoreUnavailableError,
@@ -88,22 +87,6 @@ def ingest_via_server(record: ServeRecord, settings: Settings, catalog: Path, *,
 def delete_via_server(
     record: ServeRecord, settings: Settings, keys: Sequence[str], skus: Sequence[str], where: Mapping[str, Any]
 ) -> list[str]:
-    """Remove assets through the server: by id (`DELETE /api/assets/{id}`; skus resolved from SQL first), and a
-    `where` filter by the server, which holds the store (`POST /api/assets/delete`)."""
-    from sketchtext.plugin.db import MetadataDB, asset_id
-
-    client = ServerClient(record, settings)
-    collection = settings.store.collection
-    db = MetadataDB(settings.database_url)  # SQL only, to name what is missing the way the CLI does
-    by_sku = db.keys_by_sku(collection, list(skus)) if skus else {}
-    known = db.assets_by_key(collection, list(keys))
-    missing = [k for k in keys if k not in known] + [f"sku {sku}" for sku in skus if sku not in by_sku]
-    if missing:
-        raise AssetNotFoundError(
-            f"Not in collection {collection!r}: {', '.join(missing[:10])}; "
-            "`sketchtext search --json` shows keys and skus."
-        )
-    removed: list[str] = client.call("POST", "/api/assets/delete", {"where": dict(where)})["removed"] if where else []
-    for key in sorted(set(keys).union(*by_sku.values()) - set(removed)):
-        removed += client.call("DELETE", f"/api/assets/{asset_id(collection, key)}")["removed"]
-    return sorted(removed)
+    """Remove assets through the server, which holds the store (`POST /api/assets/delete`: the facade's own delete)."""
+    body = {"keys": list(keys), "skus": list(skus), "where": dict(where) or None}
+    return list(ServerClient(record, settings).call("POST", "/api/assets/delete", body)["removed"])

@@ -121,7 +121,9 @@ def test_delete_where_through_the_api(world) -> None:
     sku = next(h["sku"] for h in hits if h["sku"])
     anonymous = client.post("/api/assets/delete", json={"where": {"sku": sku}}, headers={"Authorization": ""})
     assert anonymous.status_code == 401
-    assert client.post("/api/assets/delete", json={"keys": ["x"]}).status_code == 422
+    for bad in ({}, {"nope": 1}, {"keys": "x"}, {"where": ["sku"]}):
+        assert client.post("/api/assets/delete", json=bad).status_code == 422, bad
+    assert client.post("/api/assets/delete", json={"keys": ["x"]}).status_code == 404  # the CLI's own message
     assert client.post("/api/assets/delete", json={"where": {"sku": "no-such-sku"}}).status_code == 422
     removed = client.post("/api/assets/delete", json={"where": {"sku": sku}})
     assert removed.status_code == 200

@@ -117,11 +117,16 @@ def admin_routes(service: SearchService, jobs: IngestJobs) -> list[Route]:
         removed = await run_in_threadpool(plugin.delete, [row.key])
         return JSONResponse({"removed": removed})
 
-    async def delete_where(request: Request) -> Response:
+    async def delete_assets(request: Request) -> Response:
         fields = await json_object(request, service)
-        if set(fields) != {"where"} or not isinstance(fields["where"], dict) or not fields["where"]:
-            raise HTTPException(422, 'Send {"where": {"field": value, ...}}, as /api/search takes it.')
-        removed = await run_in_threadpool(service.plugin.delete, where=fields["where"])
+        keys, skus, where = fields.pop("keys", []), fields.pop("skus", []), fields.pop("where", None)
+        texts = all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in (keys, skus))
+        if fields or not texts or not (where is None or isinstance(where, dict)) or not (keys or skus or where):
+            raise HTTPException(
+                422,
+                'Send {"keys": [...], "skus": [...], "where": {"field": value}} (any of them), as the CLI takes them.',
+            )
+        removed = await run_in_threadpool(service.plugin.delete, keys, skus=skus, where=where)
         return JSONResponse({"removed": removed})
 
     async def feedback(request: Request) -> Response:
@@ -156,5 +161,5 @@ def admin_routes(service: SearchService, jobs: IngestJobs) -> list[Route]:
         Route("/api/ingest/{run_id}", follow_ingest, methods=["GET"]),
         Route("/api/ingest/{run_id}", cancel_ingest, methods=["DELETE"]),
         Route("/api/assets/{asset_id}", delete_asset, methods=["DELETE"]),
-        Route("/api/assets/delete", delete_where, methods=["POST"]),
+        Route("/api/assets/delete", delete_assets, methods=["POST"]),
     ]
