@@ -57,6 +57,7 @@ class EncodedQuery:
     limit: int
     mode: Mode | Literal["like"]  # "like": an asset's stored vector, nothing encoded
     regions: RegionSearch | None = None  # set: prefetch by `vector`, rerank by the photos' regions
+    region_mix: float = 1.0  # the mix the collection stores its region rows at (regions.RegionPlan.mix)
     offset: int = 0
     score_threshold: float | None = None
 
@@ -76,9 +77,8 @@ class EncodedQuery:
                 "limit": self.limit,
                 **{key: value for key, value in page.items() if value is not None},
             }
-        plan = RegionPlan(
-            self.vector, self.using, regions_name(self.using), self.query_filter, self.limit, self.regions
-        )
+        using = regions_name(self.using)
+        plan = RegionPlan(self.vector, self.using, using, self.query_filter, self.limit, self.regions, self.region_mix)
         return region_request(plan)
 
 
@@ -373,6 +373,7 @@ class SketchTextPlugin:
         made = iter(
             zip(*self.query_encoder.query_vectors(inputs, [q.combine for q in todo]), strict=True) if todo else []
         )
+        mix = self.store.queried_mix(self.collection) if any(q.regions for q in queries) else 1.0
         encoded = []
         for i, (query, query_filter) in enumerate(zip(queries, filters, strict=True)):
             vector, mode = (stored[i], "like") if i in stored else next(made)
@@ -384,6 +385,7 @@ class SketchTextPlugin:
                     limit=query.limit,
                     mode=mode,  # type: ignore[arg-type]
                     regions=self.region_search if query.regions else None,
+                    region_mix=mix,
                     offset=query.offset,
                     score_threshold=query.score_threshold,
                 )

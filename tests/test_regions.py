@@ -25,7 +25,7 @@ from sketchtext.plugin.settings import Settings
 from sketchtext.plugin.store.base import build_filter
 from sketchtext.plugin.store.edge import EdgeStore
 from sketchtext.plugin.store.qdrant import QdrantStore, open_local
-from sketchtext.plugin.store.regions import RegionSearch, maxsim_rerank
+from sketchtext.plugin.store.regions import REGION_WEIGHT, RegionSearch, maxsim_rerank
 from tests.conftest import TINY_SPEC
 
 N, R, D = 60, 4, 8
@@ -58,10 +58,10 @@ def store(request: pytest.FixtureRequest, tmp_path: Path, points) -> Iterator[Ed
         yield opened
 
 
-def stored_vectors(store: EdgeStore | QdrantStore, pid: uuid.UUID) -> dict[str, list]:
+def stored_vectors(store: EdgeStore | QdrantStore, pid: uuid.UUID, collection: str = "c") -> dict[str, list]:
     if isinstance(store, EdgeStore):
-        return dict(store.shard("c").retrieve([str(pid)], with_payload=False, with_vector=True)[0].vector)
-    return dict(store.client.retrieve("c", [str(pid)], with_vectors=True)[0].vector)  # type: ignore[arg-type]
+        return dict(store.shard(collection).retrieve([str(pid)], with_payload=False, with_vector=True)[0].vector)
+    return dict(store.client.retrieve(collection, [str(pid)], with_vectors=True)[0].vector)  # type: ignore[arg-type]
 
 
 def brute_force(query, vectors, regions, allowed, prefetch, limit, weight) -> tuple[list[int], np.ndarray]:
@@ -77,13 +77,39 @@ def brute_force(query, vectors, regions, allowed, prefetch, limit, weight) -> tu
 def test_regions_round_trip_and_are_recorded_in_the_binding(store, points) -> None:
     ids, vectors, regions, _ = points
     assert store.region_grid("c") == 2 and store.region_grid("plain") is None
+    assert store.region_mix("c") == REGION_WEIGHT and store.region_mix("plain") is None
     stored = stored_vectors(store, ids[5])
     np.testing.assert_allclose(np.asarray(stored[""]), vectors[5], atol=1e-6)
-    np.testing.assert_allclose(np.asarray(stored[store.regions_name]), regions[5], atol=1e-6)
+    rows = (1 - REGION_WEIGHT) * vectors[5] + REGION_WEIGHT * regions[5]  # each region mixed with the global vector
+    np.testing.assert_allclose(np.asarray(stored[store.regions_name]), rows, atol=1e-6)
     assert store.vector_size("c") == D
 
 
-@pytest.mark.parametrize("weight", [1.0, 0.4])
+def legacy_collection(store: EdgeStore | QdrantStore, points) -> None:
+    """A collection as regions were stored before the mix: plain regions, cosine, no mix recorded."""
+    import qdrant_edge as qe
+    from qdrant_client import models
+
+    ids, vectors, regions, categories = points
+    metadata = {store.binding_field: "m1", store.regions_field: 2}
+    if isinstance(store, EdgeStore):
+        maxsim = qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim)
+        cells = qe.EdgeVectorParams(size=D, distance=qe.Distance.Cosine, multivector_config=maxsim)
+        store.create_collection("legacy", {"": (D, "Cosine")}, metadata, multivectors={store.regions_name: cells})
+    else:
+        maxsim_config = models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM)
+        config = {
+            "": models.VectorParams(size=D, distance=models.Distance.COSINE),
+            store.regions_name: models.VectorParams(
+                size=D, distance=models.Distance.COSINE, multivector_config=maxsim_config
+            ),
+        }
+        store.client.create_collection("legacy", vectors_config=config, metadata=metadata)
+    payloads = [{"key": f"p{i}", "category": c} for i, c in enumerate(categories)]
+    store.upsert("legacy", ids, vectors, payloads, regions=regions)
+
+
+@pytest.mark.parametrize("weight", [REGION_WEIGHT, 1.0, 0.4])
 def test_two_stage_query_equals_a_numpy_maxsim_rerank_of_the_prefetched(store, points, weight: float) -> None:
     ids, vectors, regions, categories = points
     queries = unit(np.random.default_rng(3).normal(size=(5, D)))
@@ -100,7 +126,7 @@ def test_two_stage_query_equals_a_numpy_maxsim_rerank_of_the_prefetched(store, p
     assert reordered == len(queries)  # the rerank changes the global order: the test would see a no-op
 
 
-@pytest.mark.parametrize("weight", [1.0, 0.4])
+@pytest.mark.parametrize("weight", [REGION_WEIGHT, 1.0, 0.4])
 def test_filters_apply_in_the_prefetch(store, points, weight: float) -> None:
     ids, vectors, regions, categories = points
     query = unit(np.random.default_rng(4).normal(size=D))
@@ -111,6 +137,21 @@ def test_filters_apply_in_the_prefetch(store, points, weight: float) -> None:
     expected, _ = brute_force(query, vectors, regions, allowed, 12, 8, weight)
     assert [str(h.id) for h in hits] == [str(ids[i]) for i in expected]
     assert {h.payload["category"] for h in hits} == {"lamp"}  # type: ignore[index]
+
+
+@pytest.mark.parametrize("weight", [REGION_WEIGHT, 1.0])
+def test_a_collection_made_before_the_mix_is_still_reranked_exactly(store, points, weight: float) -> None:
+    ids, vectors, regions, _ = points
+    legacy_collection(store, points)
+    assert store.region_mix("legacy") == 1.0
+    np.testing.assert_allclose(
+        np.asarray(stored_vectors(store, ids[2], "legacy")[store.regions_name]), regions[2], atol=1e-6
+    )
+    query = unit(np.random.default_rng(5).normal(size=D))
+    hits = store.query_regions_batch("legacy", [(query, None, 10)], RegionSearch(prefetch=15, weight=weight))[0]
+    expected, scores = brute_force(query, vectors, regions, [True] * N, 15, 10, weight)
+    assert [str(h.id) for h in hits] == [str(ids[i]) for i in expected]
+    np.testing.assert_allclose([h.score for h in hits], scores, atol=1e-5)
 
 
 def test_a_collection_without_regions_refuses_a_regions_query(store) -> None:

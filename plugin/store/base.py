@@ -12,7 +12,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sketchtext.plugin.errors import ConfigError, ModelMismatchError, QueryError, StoreError
-from sketchtext.plugin.store.regions import REGIONS_KEY, RegionPlan, RegionSearch, regions_name
+from sketchtext.plugin.store.regions import (
+    MIX_KEY,
+    REGION_WEIGHT,
+    REGIONS_KEY,
+    RegionPlan,
+    RegionSearch,
+    mixed_rows,
+    regions_name,
+)
 
 if TYPE_CHECKING:  # qdrant-client loads with a backend (it brings httpx, grpc and click): hosts import us cheaply
     from qdrant_client import models
@@ -231,6 +239,43 @@ class StoreBase:
         regions = [self.regions_name] if self.region_grid(collection) is not None else []
         return [str(self.vector_name), *regions]
 
+    def region_fields(self, grid: int) -> dict[str, Any]:
+        """What a new collection with regions records: the grid, and the mix its rows are stored at."""
+        return {self.regions_field: grid, f"{MIX_KEY}:{self.vector_name or ''}": REGION_WEIGHT}
+
+    def region_mix(self, collection: str) -> float | None:
+        """The mix w₀ of the collection's stored region rows (1.0: plain regions, as before the mix); None without
+        regions. A collection keeps its regions for life, so a yes is read once, not per query or batch."""
+        known: dict[str, float] = self.__dict__.setdefault("_region_mix", {})
+        if collection not in known and self.region_grid(collection) is not None:
+            known[collection] = float(self.metadata(collection).get(f"{MIX_KEY}:{self.vector_name or ''}", 1.0))
+        return known.get(collection)
+
+    def stored_rows(
+        self, collection: str, vectors: NDArray[np.float32], regions: NDArray[np.float32] | None
+    ) -> NDArray[np.float32] | None:
+        """The region rows an upsert writes: the photos' regions mixed with their global vectors at the collection's
+        mix (`regions.mixed_rows`); None when the batch has no regions."""
+        if regions is None:
+            return None
+        mix = self.region_mix(collection)
+        if mix is None:
+            raise StoreError(
+                f"Collection {collection!r} holds no photo regions; this batch's regions have nowhere to go."
+            )
+        return mixed_rows(np.asarray(vectors, np.float32), regions, mix)
+
+    def queried_mix(self, collection: str) -> float:
+        """The mix of the collection's region rows, for a regions query; a clear error when it holds no regions."""
+        mix = self.region_mix(collection)
+        if mix is None:
+            raise QueryError(
+                f"Collection {collection!r} holds no photo regions, so a regions query cannot run on it; search "
+                "without regions, or ingest the catalogue into a new collection with `sketchtext ingest --regions` "
+                "(regions are chosen when a collection is created)."
+            )
+        return mix
+
     def region_plans(
         self,
         collection: str,
@@ -238,17 +283,9 @@ class StoreBase:
         search: RegionSearch,
     ) -> list[RegionPlan]:
         """The two-stage plan of each request; a clear error when the collection holds no regions."""
-        known: set[str] = self.__dict__.setdefault("_with_regions", set())  # a collection keeps its regions for life,
-        if collection not in known and self.region_grid(collection) is not None:  # so a yes is read once, not per query
-            known.add(collection)
-        if collection not in known:
-            raise QueryError(
-                f"Collection {collection!r} holds no photo regions, so a regions query cannot run on it; search "
-                "without regions, or ingest the catalogue into a new collection with `sketchtext ingest --regions` "
-                "(regions are chosen when a collection is created)."
-            )
+        mix = self.queried_mix(collection)
         return [
-            RegionPlan(vector, self.vector_name, self.regions_name, query_filter, limit, search)
+            RegionPlan(vector, self.vector_name, self.regions_name, query_filter, limit, search, mix)
             for vector, query_filter, limit in requests
         ]
 

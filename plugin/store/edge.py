@@ -229,7 +229,7 @@ class EdgeStore(StoreBase):
             if not self.exists(collection):
                 metadata: dict[str, Any] = {self.binding_field: fingerprint}
                 if region_grid is not None:
-                    metadata[self.regions_field] = region_grid
+                    metadata.update(self.region_fields(region_grid))
                 regions = {self.regions_name: region_params(dim)} if region_grid is not None else None
                 self.create_collection(
                     collection, {self.vector_name or "": (dim, "Cosine")}, metadata, multivectors=regions
@@ -287,7 +287,8 @@ class EdgeStore(StoreBase):
         with edge_errors(f"write {len(point_ids)} points to {collection!r}", self.shard_path(collection)):
             existing = self._existing(shard, point_ids) if self.host_points else set()
             new_points = []
-            cells = regions if regions is not None else [None] * len(point_ids)
+            rows = self.stored_rows(collection, vectors, regions)
+            cells = rows if rows is not None else [None] * len(point_ids)
             for pid, vector, region, payload in zip(point_ids, vectors, cells, payloads, strict=True):
                 own, named = self.own(payload), self._vector(vector, region)
                 if pid in existing:

@@ -11,10 +11,11 @@ from sketchtext.plugin.store.regions import RegionPlan
 
 
 def region_params(dim: int) -> qe.EdgeVectorParams:
-    """Cosine MaxSim multivector, never indexed (m=0: it only reranks), kept on disk (memory-mapped)."""
+    """MaxSim multivector by dot product (its rows mix the global vector in, `regions.mixed_rows`, so they are not
+    unit vectors and must not be normalised), never indexed (m=0: it only reranks), kept on disk (memory-mapped)."""
     return qe.EdgeVectorParams(
         size=dim,
-        distance=DISTANCES["Cosine"],
+        distance=DISTANCES["Dot"],
         multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim),
         hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000),
         on_disk=True,

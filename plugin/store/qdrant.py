@@ -111,7 +111,7 @@ class QdrantStore(StoreBase):
                 metadata: dict[str, Any] = {self.binding_field: fingerprint}
                 config: Any = {self.vector_name: vectors} if self.vector_name else vectors
                 if region_grid is not None:
-                    metadata[self.regions_field] = region_grid
+                    metadata.update(self.region_fields(region_grid))
                     config = {self.vector_name or "": vectors, self.regions_name: region_params(dim)}
                 self.client.create_collection(collection, vectors_config=config, metadata=metadata)
                 log.info("created collection %s (dim %d, model %s)", collection, dim, fingerprint)
@@ -182,7 +182,8 @@ class QdrantStore(StoreBase):
         existing = self._existing(collection, point_ids) if self.host_points else set()
         operations: list[Any] = []
         new_points = []
-        cells = regions if regions is not None else [None] * len(point_ids)
+        rows = self.stored_rows(collection, vectors, regions)
+        cells = rows if rows is not None else [None] * len(point_ids)
         for pid, vector, region, payload in zip(point_ids, vectors, cells, payloads, strict=True):
             named: Any = {self.vector_name: vector.tolist()} if self.vector_name else vector.tolist()
             if region is not None:
@@ -300,10 +301,11 @@ class QdrantStore(StoreBase):
 
 
 def region_params(dim: int) -> models.VectorParams:
-    """Cosine MaxSim multivector, never indexed (m=0: it only reranks), kept on disk."""
+    """MaxSim multivector by dot product (its rows are mixed, not unit: `regions.mixed_rows`), never indexed (m=0:
+    it only reranks), kept on disk."""
     return models.VectorParams(
         size=dim,
-        distance=models.Distance.COSINE,
+        distance=models.Distance.DOT,
         multivector_config=models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM),
         hnsw_config=models.HnswConfigDiff(m=0),
         on_disk=True,
