@@ -127,7 +127,7 @@ def ingest(
     type=click.Choice(["composed", "sum", "fusion"]),
     help="Sketch + text: composed, zero-shot sum, or their fusion (default: the checkpoint's best; sum without one).",
 )
-@click.option("--regions", "use_regions", is_flag=True, help="Rerank the best 100 by the photos' regions.")
+@click.option("--regions", "use_regions", is_flag=True, help="Rerank the best 50 by the photos' regions.")
 @model_options
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON.")
 @click.pass_obj

@@ -4,9 +4,10 @@ regions rerank, in one run, on one store.
     .venv/bin/python tests/benchmarks/bench_regions.py [--photos 10000] [--dim 512] [--grid 2] [--queries 300]
 
 Two collections hold the same points (unit vectors with a category payload): one plain, one with each photo's
-grid² region vectors beside its global vector (ingest's layout: a MaxSim multivector, HNSW off, on disk). Each query
-is filtered to one category and asks for 10 hits; the plain query and the two-stage query (prefetch 100 by the
-global vector, MaxSim rerank) run alternately on the same query vectors, one request each, so the machine's drift
+grid² region rows beside its global vector (ingest's layout: a MaxSim multivector of rows mixed with the global
+vector, HNSW off, on disk). Each query is filtered to one category and asks for 10 hits; the plain query and the
+two-stage query (prefetch 50 by the global vector, then the rows' MaxSim, which is the weighted rerank at the
+collection's mix; `--weight` other than the mix runs the formula instead) run alternately on the same query vectors, one request each, so the machine's drift
 hits both alike. Bytes are the shard folders on disk after a flush. Vectors are random unit vectors: latency and
 bytes depend on sizes, not on values. Prints one JSON object; progress on stderr.
 """
