@@ -152,7 +152,9 @@ def train_command(
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="JSON report (default: in CHECKPOINT).")
 @click.option("--regions/--no-regions", default=True, show_default=True, help="Also each mode reranked by regions.")
 @click.option("--region-prefetch", type=click.IntRange(min=1), help="Candidates the regions rerank [default: 50].")
-@click.option("--region-weight", type=click.FloatRange(0, 1, min_open=True), help="Region score's share [default: 0.1, chosen on val].")
+@click.option(
+    "--region-weight", type=click.FloatRange(0, 1, min_open=True), help="Region score's share [default: 0.1, from val]."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
 @friendly_errors
 def eval_command(

@@ -7,9 +7,10 @@ Two collections hold the same points (unit vectors with a category payload): one
 grid² region rows beside its global vector (ingest's layout: a MaxSim multivector of rows mixed with the global
 vector, HNSW off, on disk). Each query is filtered to one category and asks for 10 hits; the plain query and the
 two-stage query (prefetch 50 by the global vector, then the rows' MaxSim, which is the weighted rerank at the
-collection's mix; `--weight` other than the mix runs the formula instead) run alternately on the same query vectors, one request each, so the machine's drift
-hits both alike. Bytes are the shard folders on disk after a flush. Vectors are random unit vectors: latency and
-bytes depend on sizes, not on values. Prints one JSON object; progress on stderr.
+collection's mix; a `--weight` other than the mix runs the formula instead) run alternately on the same query
+vectors, one request each, so the machine's drift hits both alike. Bytes are the shard folders on disk after a
+flush. Vectors are random unit vectors: latency and bytes depend on sizes, not on values. Prints one JSON object;
+progress on stderr.
 """
 
 from __future__ import annotations
