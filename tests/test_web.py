@@ -128,7 +128,27 @@ def test_facets_come_from_the_collections_embedded_assets(client) -> None:
         "assets": len(COLOURS),
         "categories": ["bags", "shoes"],
         "scenes": ["beach", "street"],
+        "regions": False,
     }
+
+
+def test_a_regions_search_reranks_where_the_collection_has_them(client, world, sketch, tiny_encoder) -> None:
+    refused = client.post("/api/search", json={"sketch": sketch, "regions": True})
+    assert refused.status_code == 422 and "holds no photo regions" in refused.json()["error"]
+    plugin, settings, root = world
+    regional = Settings(
+        data_dir=settings.data_dir, model=settings.model, store={"collection": "with-regions", "regions": True}
+    )
+    with SketchTextPlugin(regional, encoder=tiny_encoder) as other:
+        other.ingest(root)
+        with TestClient(create_app(other, regional)) as regions_client:
+            assert regions_client.get("/api/facets").json()["regions"] is True
+            plain = regions_client.post("/api/search", json={"sketch": sketch, "limit": 8}).json()["hits"]
+            reranked = regions_client.post("/api/search", json={"sketch": sketch, "limit": 8, "regions": True})
+    assert reranked.status_code == 200, reranked.text
+    hits = reranked.json()["hits"]
+    assert {h["key"] for h in hits} == {h["key"] for h in plain}  # the same candidates, ...
+    assert [h["score"] for h in hits] != [h["score"] for h in plain]  # ... scored with their regions
 
 
 def test_page_and_its_files_are_served(client) -> None:

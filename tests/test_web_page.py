@@ -149,7 +149,8 @@ def test_draw_type_filter_and_see_results(server: str, page, tmp_path: Path) -> 
     )
     sent = searches[-1]
     assert sent["sketch"].startswith("data:image/png;base64,") and sent["text"] == "in red"
-    assert sent["category"] == "shoes"
+    assert sent["category"] == "shoes" and sent["regions"] is False
+    assert page.locator("#regions-field").is_hidden()  # this collection holds no regions: no such choice offered
     assert seconds < 3, f"results took {seconds:.2f}s"
 
     screenshot = artifact_path(tmp_path, "search-page.png")

@@ -49,6 +49,11 @@ class SearchRequest(BaseModel):
     )
     offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Hits to skip (the next page: offset = hits shown).")
     score_threshold: float | None = Field(None, ge=-1, le=1, description="Only hits scoring at least this (cosine).")
+    regions: bool = Field(
+        False,
+        description="Rerank the best candidates by the photos' regions (a collection ingested with regions: "
+        "/api/facets says); not with offset or score_threshold.",
+    )
 
 
 class Hit(BaseModel):
@@ -74,6 +79,7 @@ class Facets(BaseModel):
     assets: int = Field(description="Embedded assets in the collection.")
     categories: list[str]
     scenes: list[str]
+    regions: bool = Field(description="Whether the collection holds photo regions, for searches with regions.")
 
 
 class ErrorBody(BaseModel):

@@ -48,12 +48,13 @@ def as_int(value: str | None) -> int | None:
 
 
 def narrowing(request: SearchRequest) -> dict[str, Any]:
-    """A request's find-similar, where-filters and page, as `SketchTextQuery` fields."""
+    """A request's find-similar, where-filters, page and regions rerank, as `SketchTextQuery` fields."""
     return {
         "like": request.like,
         "where": request.where,
         "offset": request.offset,
         "score_threshold": request.score_threshold,
+        "regions": request.regions,
     }
 
 
@@ -73,7 +74,9 @@ class SearchService:
         db = self.plugin.db
         found = db.facets(self.plugin.collection)
         embedded = db.status_counts(self.plugin.collection).get("embedded", 0)
-        return Facets(collection=self.plugin.collection, assets=embedded, **found)
+        store, collection = self.plugin.store, self.plugin.collection
+        regions = store.exists(collection) and store.region_grid(collection) is not None
+        return Facets(collection=collection, assets=embedded, regions=regions, **found)
 
     def search(self, request: SearchRequest, sketch: bytes | str | None) -> SearchResponse:
         start = time.perf_counter()

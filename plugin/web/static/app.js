@@ -252,6 +252,7 @@
       category: $("category").value || null,
       scene: $("scene").value || null,
       limit: LIMIT,
+      regions: $("regions").checked,
     });
     paging = null;
     document.body.classList.add("busy");
@@ -265,7 +266,9 @@
       });
       if (mine === sequence) {
         render(result);
-        paging = { body, shown: result.hits.length, more: result.hits.length === LIMIT, loading: false };
+        // A regions search reranks only its best candidates, so it has no next page (the API refuses an offset).
+        const more = result.hits.length === LIMIT && !body.regions;
+        paging = { body, shown: result.hits.length, more, loading: false };
         if (paging.more && isVisible($("more"))) more();
       }
     } catch (error) {
@@ -423,6 +426,7 @@
   });
   $("category").addEventListener("change", () => schedule(0));
   $("scene").addEventListener("change", () => schedule(0));
+  $("regions").addEventListener("change", () => schedule(0));
   $("search").addEventListener("click", search);
 
   async function loadFacets() {
@@ -432,6 +436,7 @@
         const select = $(id);
         for (const value of values) select.append(new Option(value, value));
       }
+      $("regions-field").hidden = !facets.regions;
       $("meta").textContent = `${facets.collection} · ${facets.assets.toLocaleString()} photos`;
     } catch (error) {
       $("meta").textContent = "collection unavailable";
