@@ -13,25 +13,33 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from kombu import Connection
 
-from sketchtext.plugin.db import AssetStatus, MetadataDB, asset_id
+from sketchtext.plugin.db import MetadataDB
 from sketchtext.plugin.errors import QueueError
 from sketchtext.plugin.facade import SketchTextPlugin
 from sketchtext.plugin.ingest.catalog import scan_catalog
 from sketchtext.plugin.search import SketchTextQuery
 from sketchtext.plugin.settings import Settings
 from tests.conftest import TINY_SPEC, draw_product
-from tests.integration.processes import Worker, queue_environment, sketchtext_command
+from tests.integration.processes import (
+    COLLECTION,
+    Worker,
+    assert_embedded_exactly_once,
+    qdrant_points,
+    queue_environment,
+    run_cli,
+    sketchtext_command,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-COLLECTION = "sketchtext"
 COLOURS = ["red", "blue", "green", "orange", "purple", "black", "yellow", "brown"]
 
 
@@ -44,77 +52,6 @@ def make_catalog(root: Path, count: int) -> Path:
         rows.append(f"{key},SKU-{i},{'beach' if i % 3 else 'street'}")
     (root / "catalog.csv").write_text("\n".join(rows) + "\n")
     return root
-
-
-def run_cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(sketchtext_command(*args), env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gave up waiting for {what} after {timeout}s")
-        time.sleep(0.05)
-
-
-@pytest.fixture
-def workers(tmp_path: Path, redis_url: str) -> Iterator[Callable[..., Worker]]:
-    """Starts workers; every one is stopped (and its process group killed) when the test ends."""
-    started: list[Worker] = []
-
-    def start(env: dict[str, str], *args: str, slow: bool = False) -> Worker:
-        worker = Worker(env, tmp_path / f"worker-{len(started)}.log", args, slow=slow)
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.stop(timeout=15)
-
-
-@pytest.fixture
-def migrated(postgres_url: str) -> str:
-    MetadataDB(postgres_url).upgrade()  # as `sketchtext db upgrade` does in a deployment
-    return postgres_url
-
-
-def qdrant_points(env: dict[str, str]) -> dict[str, str]:
-    """Point id -> payload key of every point, read after the workers let go of the store (opened as every command
-    opens it: `open_store`, so Qdrant Edge on the embedded default)."""
-    from sketchtext.plugin.store.open import open_store
-
-    collection = env.get("SKETCHTEXT_STORE__COLLECTION", COLLECTION)
-    store_settings = {"path": env["SKETCHTEXT_STORE__PATH"], "collection": collection}
-    if env.get("SKETCHTEXT_STORE__URL"):
-        store_settings["url"] = env["SKETCHTEXT_STORE__URL"]
-    store = open_store(Settings(data_dir=Path(env["SKETCHTEXT_DATA_DIR"]), store=store_settings))
-    try:
-        points: dict[str, str] = {}
-        for point_id, payload in store.points(collection):
-            assert str(point_id) not in points
-            points[str(point_id)] = payload["key"]
-        return points
-    finally:
-        store.close()
-
-
-def assert_embedded_exactly_once(
-    env: dict[str, str], catalog: Path, db_url: str, failed: set[str] = frozenset()
-) -> None:
-    """Files, SQL rows and Qdrant points agree: one point per good file, under its deterministic id."""
-    collection = env.get("SKETCHTEXT_STORE__COLLECTION", COLLECTION)
-    files = {entry.key for entry in scan_catalog(catalog)}
-    good = files - failed
-    db = MetadataDB(db_url)
-    rows = db.assets_by_key(collection, sorted(files))
-    db.engine.dispose()
-    assert set(rows) == files
-    assert {k for k, r in rows.items() if r.status == AssetStatus.EMBEDDED} == good
-    assert {k for k, r in rows.items() if r.status == AssetStatus.FAILED} == failed
-    points = qdrant_points(env)
-    assert len(points) == len(good)
-    assert points == {str(asset_id(collection, key)): key for key in good}
 
 
 def test_a_worker_process_ingests_a_catalogue_through_the_queue(
