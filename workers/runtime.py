@@ -85,7 +85,7 @@ class WorkerRuntime:
             self._store = store
         log.info("worker ready: database %s, store %s", db.url, self.settings.store.url or self.settings.store_path)
 
-    def alive(self) -> str:
+    def worker_name(self) -> str:
         """This process's name, under which it holds its `worker_lock` until it ends (taken on the first task, after
         any fork): a driver that can take the lock knows the process is gone, and sends its batch again."""
         with self._lock:

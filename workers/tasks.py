@@ -36,7 +36,7 @@ def started(task: Task) -> None:
     """Say in the task's state which worker process holds it, so the driver sends it again if that process dies
     (`sketchtext.plugin.ingest.queued.Reviver`) rather than wait out the broker's visibility timeout."""
     if not task.request.is_eager:  # run in-process (`apply`): no broker holds it, no one to tell
-        task.update_state(state=STARTED, meta={"worker": runtime_of(task).alive()})
+        task.update_state(state=STARTED, meta={"worker": runtime_of(task).worker_name()})
 
 
 def register_tasks(app: SketchTextCelery) -> None:
