@@ -209,6 +209,12 @@ def status(state: State, collection: str | None, limit: int, as_json: bool) -> N
         by_status = counts[name]
         parts = ", ".join(f"{by_status.get(s, 0)} {s}" for s in ("embedded", "pending", "failed"))
         click.echo(f"assets in {name}: {parts}")
+        own = [r for r in runs if r.collection == name]
+        if by_status.get("pending") and own and own[0].status != "running":  # settled: no driver holds the lock
+            click.echo(
+                f"  no run is open for the pending ones: `sketchtext ingest {own[0].source} --queue` (or inline, "
+                "without --queue) sends them again; a batch already queued still lands when a worker takes it"
+            )
 
 
 def run_dict(run: IngestRun) -> dict[str, Any]:

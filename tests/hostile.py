@@ -217,6 +217,15 @@ def hostile_file(phase: str, kind: type[BaseException]) -> bytes:
     return HOSTILE_MAGIC + f"{phase} {kind.__name__}".encode()
 
 
+def write_injected(root: Path, expect: dict[str, str]) -> None:
+    """One file per injected exception and phase under `root/injected`, each expected to fail naming its exception
+    (only where `hostile_plugin` is active in the process that decodes)."""
+    for phase in ("open", "load"):
+        for kind in INJECTED:
+            key = f"injected/{phase}-{kind.__name__}"
+            write_expected(root, expect, key, hostile_file(phase, kind), f"injected {kind.__name__}")
+
+
 def _raise_named(data: bytes) -> None:
     name = data.decode().split()[-1]
     kind = next(k for k in INJECTED if k.__name__ == name)

@@ -36,6 +36,22 @@ def test_status_shows_runs_and_counts(catalog: Path, tmp_path: Path) -> None:
     assert report["runs"][0]["total"] == 7 and report["runs"][0]["failed"] == 1
 
 
+def test_status_names_the_rerun_for_assets_left_pending_by_a_dead_run(catalog: Path, tmp_path: Path) -> None:
+    from sketchtext.plugin.db import MetadataDB
+    from sketchtext.plugin.ingest.catalog import scan_catalog
+    from sketchtext.plugin.ingest.queued import register_pending
+
+    data = tmp_path / "data"
+    assert run("ingest", str(catalog), "--model", TINY_SPEC, data_dir=data).exit_code == 0
+    db = MetadataDB(f"sqlite:///{data / 'sketchtext.db'}")
+    db.start_run("sketchtext", str(catalog), "tiny@x", 6)  # an `ingest --queue` killed with its batches queued
+    register_pending(db, "sketchtext", list(scan_catalog(catalog))[:2])
+    db.engine.dispose()
+    shown = run("status", data_dir=data).output
+    assert "interrupted" in shown and "assets in sketchtext: 4 embedded, 2 pending, 0 failed" in shown
+    assert f"`sketchtext ingest {catalog} --queue`" in shown
+
+
 def test_worker_refuses_a_pool_the_embedded_store_cannot_serve(tmp_path: Path) -> None:
     result = run("worker", "--pool", "prefork", "--concurrency", "2", data_dir=tmp_path / "data")
     assert result.exit_code == 1 and "Qdrant server" in result.output and "Traceback" not in result.output

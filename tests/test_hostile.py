@@ -193,16 +193,11 @@ def test_damaged_corpus_and_injected_faults_end_accounted_in_sql_and_json(settin
     from click.testing import CliRunner
 
     from sketchtext.cli.main import main
-    from tests.hostile import EITHER, INJECTED, hostile_file, hostile_plugin, write_damaged_corpus
+    from tests.hostile import EITHER, hostile_plugin, write_damaged_corpus, write_injected
 
     root = tmp_path / "catalog"
     expect = write_damaged_corpus(root)
-    (root / "injected").mkdir()
-    for phase in ("open", "load"):
-        for kind in INJECTED:
-            key = f"injected/{phase}-{kind.__name__}"
-            (root / key).write_bytes(hostile_file(phase, kind))
-            expect[key] = f"injected {kind.__name__}"
+    write_injected(root, expect)
     with hostile_plugin():
         with SketchTextPlugin(settings) as plugin:
             summary = plugin.ingest(root, batch_size=8)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from sketchtext.plugin.db import MetadataDB
-from sketchtext.plugin.ingest.queued import BatchJob, run_queued
-from sketchtext.plugin.ingest.runs import ingest_lock, settle_runs
+from sketchtext.plugin.ingest.queued import BatchJob, Reviver, run_queued
+from sketchtext.plugin.ingest.runs import ingest_lock, settle_runs, worker_gone, worker_lock
 
 
 class Never:
@@ -19,6 +19,26 @@ class Never:
 
     def outcome(self):  # pragma: no cover - never done
         raise AssertionError
+
+    def started_by(self) -> str | None:
+        return None
+
+    def resend(self) -> None:  # pragma: no cover - never started
+        raise AssertionError
+
+
+class Started(Never):
+    """A ticket of a batch that a worker process (by its lock's name) took and never finished."""
+
+    def __init__(self, worker: str) -> None:
+        self.worker = worker
+        self.sent_again = 0
+
+    def started_by(self) -> str | None:
+        return self.worker
+
+    def resend(self) -> None:
+        self.sent_again += 1
 
 
 class NoConsumer:
@@ -63,3 +83,22 @@ def test_a_queued_run_with_no_consumer_is_told_after_the_stall(catalog: Path, db
     assert len(heard) == 1 and heard[0] >= 30.0
     assert db.latest_runs(1)[0].status == "interrupted"
     assert db.status_counts("c") == {"pending": 6}
+
+
+def test_a_batch_whose_worker_died_is_sent_again_once_and_a_live_workers_is_left_alone(db_url: str) -> None:
+    db = MetadataDB(db_url)
+    db.upgrade()
+    worker = MetadataDB(db_url)  # another connection, as a worker process has
+    live, dead, queued = Started("host:1:live"), Started("host:2:dead"), Never()
+    with worker_lock(worker, "host:1:live"), worker_lock(worker, "host:2:dead"):
+        assert not worker_gone(db, "host:2:dead")
+    with worker_lock(worker, "host:1:live"):  # host:2 let go of its lock: it died, even by SIGKILL
+        revive = Reviver(db, every_s=0)
+        assert revive([live, dead, queued]) == 1
+        assert (live.sent_again, dead.sent_again) == (0, 1)
+        assert revive([live, dead, queued]) == 0  # sent once; its state still names the dead worker until taken
+        dead.worker = "host:3:taken-then-died-too"
+        assert revive([live, dead, queued]) == 1 and dead.sent_again == 2
+    assert worker_gone(db, "host:1:live")
+    worker.engine.dispose()
+    db.engine.dispose()

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
+from celery.states import STARTED
 from kombu.exceptions import OperationalError
 from kombu.utils.url import maybe_sanitize_url
 
@@ -95,15 +96,36 @@ def workers_on_queue(app: SketchTextCelery, timeout: float = 1.0) -> list[str]:
 
 
 class CeleryTicket:
-    """A sent task as a `sketchtext.plugin.ingest.queued.Ticket`."""
+    """A sent task as a `sketchtext.plugin.ingest.queued.Ticket`: its result, and what it takes to send it again."""
 
-    def __init__(self, app: SketchTextCelery, result: AsyncResult) -> None:
+    def __init__(self, app: SketchTextCelery, name: str, args: list[Any]) -> None:
         self.app = app
-        self.result = result
+        self.name = name
+        self.args = args
+        self.result = self.send()
+
+    def send(self, task_id: str | None = None) -> AsyncResult:
+        queue = self.app.sketchtext_settings.queue.queue
+        with translated(self.app, f"send {self.name}"):
+            return self.app.send_task(self.name, args=self.args, queue=queue, task_id=task_id)
 
     def done(self) -> bool:
         with translated(self.app, "follow a batch"):
             return bool(self.result.ready())
+
+    def started_by(self) -> str | None:
+        """The worker process named in the task's STARTED state (`workers.tasks` writes it), if that is its state."""
+        with translated(self.app, "follow a batch"):
+            meta = self.app.backend.get_task_meta(self.result.id)
+        info = meta.get("result")
+        if meta.get("status") != STARTED or not isinstance(info, dict) or not isinstance(info.get("worker"), str):
+            return None
+        return str(info["worker"])
+
+    def resend(self) -> None:
+        """The same task under the same id: this ticket follows the new delivery, and a worker that gets the old one
+        late skips it as done (`worker_deduplicate_successful_tasks`) or writes the same points and rows again."""
+        self.send(self.result.id)
 
     def outcome(self) -> BatchResult:
         try:
@@ -119,17 +141,12 @@ class CeleryDispatcher:
 
     def __init__(self, app: SketchTextCelery) -> None:
         self.app = app
-        self.queue = app.sketchtext_settings.queue.queue
 
     def send(self, job: BatchJob) -> CeleryTicket:
-        with translated(self.app, f"send a batch of {len(job.keys)}"):
-            result = self.app.send_task(TASK_INGEST, args=[job.to_json()], queue=self.queue)
-        return CeleryTicket(self.app, result)
+        return CeleryTicket(self.app, TASK_INGEST, [job.to_json()])
 
     def prune(self, collection: str, keys: Sequence[str]) -> CeleryTicket:
-        with translated(self.app, "send a prune job"):
-            result = self.app.send_task(TASK_PRUNE, args=[collection, list(keys)], queue=self.queue)
-        return CeleryTicket(self.app, result)
+        return CeleryTicket(self.app, TASK_PRUNE, [collection, list(keys)])
 
 
 def sketch_png_base64(image: Image.Image) -> str:

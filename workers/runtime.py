@@ -5,7 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import os
+import socket
 import threading
+import uuid
+from contextlib import ExitStack
 from typing import Any
 
 from sketchtext.plugin.db import MetadataDB
@@ -19,6 +23,7 @@ from sketchtext.plugin.errors import (
 from sketchtext.plugin.facade import SketchTextPlugin
 from sketchtext.plugin.ingest.pipeline import BatchResult, IngestContext, ingest_batch, remove_assets
 from sketchtext.plugin.ingest.queued import BatchJob, entries_for_job
+from sketchtext.plugin.ingest.runs import worker_lock
 from sketchtext.plugin.model.spec import ModelSpec
 from sketchtext.plugin.search import SketchTextQuery
 from sketchtext.plugin.settings import Settings
@@ -43,6 +48,7 @@ class WorkerRuntime:
         self._store: VectorStore | None = None  # opened by preflight and held for the worker's life
         self._collections: set[str] = set()
         self._lock = threading.RLock()
+        self._alive: tuple[int, str, ExitStack] | None = None  # (pid, name, its held worker_lock)
 
     # -- start-up
     def preflight(self, pool: str, concurrency: int) -> None:
@@ -79,8 +85,22 @@ class WorkerRuntime:
             self._store = store
         log.info("worker ready: database %s, store %s", db.url, self.settings.store.url or self.settings.store_path)
 
+    def worker_name(self) -> str:
+        """This process's name, under which it holds its `worker_lock` until it ends (taken on the first task, after
+        any fork): a driver that can take the lock knows the process is gone, and sends its batch again."""
+        with self._lock:
+            if self._alive is None or self._alive[0] != os.getpid():
+                name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+                held = ExitStack()
+                held.enter_context(worker_lock(self.plugin().db, name))
+                self._alive = (os.getpid(), name, held)
+            return self._alive[1]
+
     def close(self) -> None:
         with self._lock:
+            if self._alive is not None and self._alive[0] == os.getpid():
+                self._alive[2].close()
+            self._alive = None
             if self._plugin is not None:
                 self._plugin.close()
             if self._store is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from celery import Task
+from celery.states import STARTED
 from kombu.exceptions import OperationalError
 
 from sketchtext.plugin.errors import DatabaseUnavailableError, StoreUnavailableError
@@ -31,17 +32,26 @@ def runtime_of(task: Task) -> Any:
     return cast(SketchTextCelery, task.app).sketchtext_runtime
 
 
+def started(task: Task) -> None:
+    """Say in the task's state which worker process holds it, so the driver sends it again if that process dies
+    (`sketchtext.plugin.ingest.queued.Reviver`) rather than wait out the broker's visibility timeout."""
+    if not task.request.is_eager:  # run in-process (`apply`): no broker holds it, no one to tell
+        task.update_state(state=STARTED, meta={"worker": runtime_of(task).worker_name()})
+
+
 def register_tasks(app: SketchTextCelery) -> None:
     """Register sketchtext's tasks on `app` under fixed names (senders use the names, not the functions)."""
 
     @app.task(name=TASK_INGEST, bind=True, shared=False, **RETRY)
     def ingest_batch(self: Task, job: dict[str, Any]) -> dict[str, Any]:
         """Embed one batch of catalog entries (keys under a catalog root) into a collection."""
+        started(self)
         return result_to_json(runtime_of(self).ingest(BatchJob.from_json(job)))
 
     @app.task(name=TASK_PRUNE, bind=True, shared=False, **RETRY)
     def prune(self: Task, collection: str, keys: list[str]) -> dict[str, Any]:
         """Delete the vectors and rows of assets whose files are gone."""
+        started(self)
         return result_to_json(runtime_of(self).prune(str(collection), [str(k) for k in keys]))
 
     # No retries: the host waits with a timeout and a late answer is useless (senders also set `expires`).

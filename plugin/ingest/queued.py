@@ -20,7 +20,7 @@ from sketchtext.plugin.db import Asset, AssetStatus, MetadataDB
 from sketchtext.plugin.errors import CatalogError, QueueError
 from sketchtext.plugin.ingest.catalog import CatalogEntry, catalog_entries, file_problem, make_entry
 from sketchtext.plugin.ingest.pipeline import BatchResult, IngestSummary, batched, catalog_row
-from sketchtext.plugin.ingest.runs import end_orphaned_runs, ingest_lock
+from sketchtext.plugin.ingest.runs import end_orphaned_runs, ingest_lock, worker_gone
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +90,18 @@ def result_from_json(data: dict[str, Any]) -> BatchResult:
 
 
 class Ticket(Protocol):
-    """A sent job: whether it has finished, and its outcome (raising the error it failed with for good)."""
+    """A sent job: whether it has finished, and its outcome (raising the error it failed with for good); which worker
+    process started it, and sending it again under the same id when that worker died holding it."""
 
     def done(self) -> bool: ...
 
     def outcome(self) -> BatchResult: ...
+
+    def started_by(self) -> str | None:
+        """The name of the worker process (its `worker_lock`) working on the job; None while queued or once done."""
+        ...
+
+    def resend(self) -> None: ...
 
 
 class Dispatcher(Protocol):
@@ -218,8 +225,39 @@ class Follower:
         return self.clock() - self.moved_at
 
 
-def wait_for(ticket: Ticket, poll_s: float) -> BatchResult:
+class Reviver:
+    """Sends again the jobs whose worker process died holding them, instead of waiting out the broker's visibility
+    timeout (Redis keeps an unacknowledged batch for an hour by default). A worker that is gone released its
+    `worker_lock`; the job goes back under the same id, so the driver's ticket follows the new delivery and a late
+    redelivery of the old one finds the points and rows already written (deterministic ids: nothing doubles)."""
+
+    def __init__(self, db: MetadataDB, every_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.db = db
+        self.every_s = every_s
+        self.clock = clock
+        self.looked_at = clock()
+        self.resent: dict[Ticket, str] = {}  # ticket -> the dead worker it was sent again after
+
+    def __call__(self, tickets: Sequence[Ticket]) -> int:
+        """Look (at most every `every_s`) and send again what a dead worker held; returns how many were sent."""
+        if self.clock() - self.looked_at < self.every_s:
+            return 0
+        self.looked_at = self.clock()
+        count = 0
+        for ticket in tickets:
+            worker = ticket.started_by()
+            if worker is None or self.resent.get(ticket) == worker or not worker_gone(self.db, worker):
+                continue
+            log.warning("a batch's worker %s is gone without finishing it; sending the batch again", worker)
+            ticket.resend()
+            self.resent[ticket] = worker
+            count += 1
+        return count
+
+
+def wait_for(ticket: Ticket, poll_s: float, revive: Reviver) -> BatchResult:
     while not ticket.done():
+        revive([ticket])
         time.sleep(poll_s)
     return ticket.outcome()
 
@@ -246,7 +284,8 @@ def run_queued(
 
     Only entries that are not embedded (new, failed, left pending by a stopped run, changed, or made by another
     model) are sent. At most `max_in_flight` batches wait in the queue at a time, so stopping this driver stops the
-    run soon; a rerun sends what is still not embedded. A batch that fails for good ends the run with its error.
+    run soon; a rerun sends what is still not embedded. A batch that fails for good ends the run with its error; one
+    whose worker died holding it is sent again (`Reviver`).
     The driver holds the collection's ingest lock while it runs, so `status` can tell its run from a dead one.
     """
     started = time.perf_counter()
@@ -262,6 +301,7 @@ def run_queued(
         try:
             register_pending(db, collection, plan.todo)
             follower = Follower(db, collection, len(plan.todo), progress, clock)
+            revive = Reviver(db, clock=clock)
             jobs = deque(
                 BatchJob(run_id, collection, str(root), tuple(e.key for e in batch), fingerprint, regions)
                 for batch in batched(plan.todo, batch_size)
@@ -276,6 +316,7 @@ def run_queued(
                 for ticket in finished:
                     waiting.remove(ticket)
                     total.merge(ticket.outcome())
+                revive(waiting)
                 follower.poll()
                 quiet = follower.still_for()
                 if finished or quiet < stall_s:
@@ -288,7 +329,7 @@ def run_queued(
             if prune:
                 gone = sorted(db.keys(collection) - {e.key for e in entries})
                 for chunk in chunks(gone):
-                    wait_for(dispatcher.prune(collection, chunk), poll_s)
+                    wait_for(dispatcher.prune(collection, chunk), poll_s, revive)
                 pruned = gone
             status = "completed"
         except KeyboardInterrupt:

@@ -3,7 +3,8 @@ SQL says was embedded while it ran (a killed driver records nothing; queued batc
 
 Every driver (inline, queued, the unchanged re-ingest) holds the collection's ingest lock while its run is open, and
 the lock dies with its holder (a lock file's flock, a PostgreSQL session's advisory lock), so a run recorded
-`running` whose lock can be taken has no driver left: no pid, host or heartbeat to trust.
+`running` whose lock can be taken has no driver left: no pid, host or heartbeat to trust. Worker processes hold a
+lock of their own the same way, so a driver can tell a batch a live worker is embedding from one whose worker died.
 """
 
 from __future__ import annotations
@@ -22,6 +23,20 @@ STOPPED = ("running", "interrupted")  # the runs whose record may be behind what
 def ingest_lock(db: MetadataDB, collection: str) -> AbstractContextManager[None]:
     """The lock every driver holds while it writes `collection` (IngestBusyError at once when another holds it)."""
     return db.exclusive(f"the ingest lock of collection {collection!r}")
+
+
+def worker_lock(db: MetadataDB, worker: str) -> AbstractContextManager[None]:
+    """The lock a worker process holds for its life under a name of its own (`worker_gone` probes it)."""
+    return db.exclusive(f"the lock of worker process {worker}")
+
+
+def worker_gone(db: MetadataDB, worker: str) -> bool:
+    """True when no live process holds `worker`'s lock: the worker died (even by SIGKILL) or stopped."""
+    try:
+        with worker_lock(db, worker):
+            return True
+    except IngestBusyError:
+        return False
 
 
 def end_orphaned_runs(db: MetadataDB, collection: str) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sketchtext.plugin.errors import ImageError
 from sketchtext.plugin.images import decode_image
-from tests.hostile import INJECTED, hostile_file, hostile_plugin, write_damaged_corpus
+from tests.hostile import hostile_plugin, write_damaged_corpus, write_injected
 
 OUTCOMES = (
     "uses an unsupported",
@@ -37,8 +37,9 @@ def outcome(data: bytes, key: str) -> str:
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, hostile_plugin():
         root = Path(tmp)
-        files = {key: (root / key).read_bytes() for key in write_damaged_corpus(root)}
-        files |= {f"injected/{p}-{k.__name__}": hostile_file(p, k) for p in ("open", "load") for k in INJECTED}
+        expect = write_damaged_corpus(root)
+        write_injected(root, expect)
+        files = {key: (root / key).read_bytes() for key in expect}
         started = time.perf_counter()
         counts = Counter(outcome(data, key) for key, data in files.items())
         seconds = time.perf_counter() - started

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
+from sketchtext.plugin.db import MetadataDB
 from tests.conftest import REDIS_ENV, docker_answers
+from tests.integration.processes import Worker
 
 QDRANT_ENV = "SKETCHTEXT_TEST_QDRANT_URL"
 AMQP_ENV = "SKETCHTEXT_TEST_AMQP_URL"
@@ -67,3 +70,24 @@ def amqp_url() -> Iterator[str]:
 
     with RabbitMqContainer("rabbitmq:3-alpine") as container:
         yield f"amqp://guest:guest@{container.get_container_host_ip()}:{container.get_exposed_port(5672)}//"
+
+
+@pytest.fixture
+def workers(tmp_path: Path, redis_url: str) -> Iterator[Callable[..., Worker]]:
+    """Starts workers; every one is stopped (and its process group killed) when the test ends."""
+    started: list[Worker] = []
+
+    def start(env: dict[str, str], *args: str, slow: bool = False, script: Path | None = None) -> Worker:
+        worker = Worker(env, tmp_path / f"worker-{len(started)}.log", args, slow=slow, script=script)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop(timeout=15)
+
+
+@pytest.fixture
+def migrated(postgres_url: str) -> str:
+    MetadataDB(postgres_url).upgrade()  # as `sketchtext db upgrade` does in a deployment
+    return postgres_url

@@ -7,29 +7,39 @@ then stops the workers and checks that files, SQL rows and Qdrant points agree: 
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from kombu import Connection
 
-from sketchtext.plugin.db import AssetStatus, MetadataDB, asset_id
+from sketchtext.plugin.db import MetadataDB
 from sketchtext.plugin.errors import QueueError
 from sketchtext.plugin.facade import SketchTextPlugin
 from sketchtext.plugin.ingest.catalog import scan_catalog
 from sketchtext.plugin.search import SketchTextQuery
 from sketchtext.plugin.settings import Settings
 from tests.conftest import TINY_SPEC, draw_product
-from tests.integration.processes import Worker, queue_environment, sketchtext_command
+from tests.integration.processes import (
+    COLLECTION,
+    Worker,
+    assert_embedded_exactly_once,
+    qdrant_points,
+    queue_environment,
+    run_cli,
+    sketchtext_command,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-COLLECTION = "sketchtext"
 COLOURS = ["red", "blue", "green", "orange", "purple", "black", "yellow", "brown"]
 
 
@@ -42,77 +52,6 @@ def make_catalog(root: Path, count: int) -> Path:
         rows.append(f"{key},SKU-{i},{'beach' if i % 3 else 'street'}")
     (root / "catalog.csv").write_text("\n".join(rows) + "\n")
     return root
-
-
-def run_cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(sketchtext_command(*args), env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gave up waiting for {what} after {timeout}s")
-        time.sleep(0.05)
-
-
-@pytest.fixture
-def workers(tmp_path: Path, redis_url: str) -> Iterator[Callable[..., Worker]]:
-    """Starts workers; every one is stopped (and its process group killed) when the test ends."""
-    started: list[Worker] = []
-
-    def start(env: dict[str, str], *args: str, slow: bool = False) -> Worker:
-        worker = Worker(env, tmp_path / f"worker-{len(started)}.log", args, slow=slow)
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.stop(timeout=15)
-
-
-@pytest.fixture
-def migrated(postgres_url: str) -> str:
-    MetadataDB(postgres_url).upgrade()  # as `sketchtext db upgrade` does in a deployment
-    return postgres_url
-
-
-def qdrant_points(env: dict[str, str]) -> dict[str, str]:
-    """Point id -> payload key of every point, read after the workers let go of the store (opened as every command
-    opens it: `open_store`, so Qdrant Edge on the embedded default)."""
-    from sketchtext.plugin.store.open import open_store
-
-    collection = env.get("SKETCHTEXT_STORE__COLLECTION", COLLECTION)
-    store_settings = {"path": env["SKETCHTEXT_STORE__PATH"], "collection": collection}
-    if env.get("SKETCHTEXT_STORE__URL"):
-        store_settings["url"] = env["SKETCHTEXT_STORE__URL"]
-    store = open_store(Settings(data_dir=Path(env["SKETCHTEXT_DATA_DIR"]), store=store_settings))
-    try:
-        points: dict[str, str] = {}
-        for point_id, payload in store.points(collection):
-            assert str(point_id) not in points
-            points[str(point_id)] = payload["key"]
-        return points
-    finally:
-        store.close()
-
-
-def assert_embedded_exactly_once(
-    env: dict[str, str], catalog: Path, db_url: str, failed: set[str] = frozenset()
-) -> None:
-    """Files, SQL rows and Qdrant points agree: one point per good file, under its deterministic id."""
-    collection = env.get("SKETCHTEXT_STORE__COLLECTION", COLLECTION)
-    files = {entry.key for entry in scan_catalog(catalog)}
-    good = files - failed
-    db = MetadataDB(db_url)
-    rows = db.assets_by_key(collection, sorted(files))
-    db.engine.dispose()
-    assert set(rows) == files
-    assert {k for k, r in rows.items() if r.status == AssetStatus.EMBEDDED} == good
-    assert {k for k, r in rows.items() if r.status == AssetStatus.FAILED} == failed
-    points = qdrant_points(env)
-    assert len(points) == len(good)
-    assert points == {str(asset_id(collection, key)): key for key in good}
 
 
 def test_a_worker_process_ingests_a_catalogue_through_the_queue(
@@ -185,21 +124,21 @@ def test_inline_and_worker_ingests_fill_one_edge_store(
 def test_a_killed_worker_loses_nothing_and_duplicates_nothing(
     tmp_path: Path, migrated: str, workers: Callable[..., Worker], redis_url: str
 ) -> None:
+    """SIGKILL a worker between its Qdrant write and its SQL update; the driver sends that batch again at once (not
+    after the broker's hour of visibility timeout) and a fresh worker finishes the run. The dead worker's copy comes
+    back later all the same, and doing it twice changes nothing."""
     import redis
 
     total = 48
     catalog = make_catalog(tmp_path / "catalog", total)
-    gap = tmp_path / "in-gap"  # exists while the slow worker sits between its Qdrant write and its SQL update
+    gap = tmp_path / "in-gap"  # touched when the slow worker stops for good after its third Qdrant write
     env = queue_environment(
         broker_url=redis_url,
         db_url=migrated,
         data_dir=tmp_path / "data",
-        extra={
-            "SKETCHTEXT_QUEUE__VISIBILITY_TIMEOUT_S": "4",  # redeliver the dead worker's batch quickly
-            "SKETCHTEXT_TEST_SLOW_UPSERT_S": "0.5",
-            "SKETCHTEXT_TEST_GAP_MARKER": str(gap),
-        },
+        extra={"SKETCHTEXT_TEST_SLOW_UPSERT_S": "0", "SKETCHTEXT_TEST_HANG_AFTER": "2"},
     )
+    env["SKETCHTEXT_TEST_GAP_MARKER"] = str(gap)
     broker = redis.Redis.from_url(redis_url)
     db = MetadataDB(migrated)
     first = workers(env, slow=True).wait_ready()
@@ -211,28 +150,42 @@ def test_a_killed_worker_loses_nothing_and_duplicates_nothing(
         text=True,
     )
     try:
-        wait_until(lambda: db.status_counts(COLLECTION).get("embedded", 0) >= 8, 90, "two batches")
-        wait_until(gap.exists, 10, "a batch between its Qdrant write and its SQL update")
+        wait_until(gap.exists, 120, "a batch between its Qdrant write and its SQL update")
         first.kill()
-        embedded_at_kill = db.status_counts(COLLECTION).get("embedded", 0)
-        assert 8 <= embedded_at_kill < total
+        assert db.status_counts(COLLECTION).get("embedded", 0) == 8
         assert broker.hlen("unacked") == 1  # the batch it was working on was never acknowledged
         # The dead worker wrote that batch's points, SQL still says pending: the case a retry must make whole.
-        assert len(qdrant_points(env)) == embedded_at_kill + 4
+        assert len(qdrant_points(env)) == 12
+        killed_at = time.monotonic()
 
         second = workers(env).wait_ready()
-        out, err = cli.communicate(timeout=120)
+        out, err = cli.communicate(timeout=180)
     finally:
         if cli.poll() is None:
             cli.kill()
             cli.wait()
-        db.engine.dispose()
     assert cli.returncode == 0, err + second.output()[-2000:]
+    assert time.monotonic() - killed_at < 180 < 3600  # the default visibility timeout was not waited out
     report = json.loads(out)
     assert report["embedded"] + report["unchanged"] == total and report["failed"] == 0
+    assert broker.hlen("unacked") == 1, "the run finished without the broker's redelivery"
+
+    # An hour later Redis hands the dead worker's copy out again: make that hour pass, and let the worker take it.
+    broker.zadd("unacked_index", {tag: 0 for tag in broker.hkeys("unacked")})
+    with Connection(redis_url) as connection:
+        connection.default_channel.qos.restore_visible(num=10)
+    lost = re.findall(r"ingest_batch\[([0-9a-f-]+)\] received", first.output())[-1]
+
+    def taken_and_acknowledged() -> bool:  # the worker skips a batch it did itself (it knows the id succeeded)
+        return second.output().count(f"[{lost}] received") == 2 and broker.hlen("unacked") == 0
+
+    wait_until(taken_and_acknowledged, 60, "the dead worker's copy of its batch, delivered again")
     assert second.stop() == 0
-    assert broker.hlen("unacked") == 0
+    assert db.status_counts(COLLECTION) == {"embedded": total}
+    db.engine.dispose()
     assert_embedded_exactly_once(env, catalog, migrated)
+    verify = run_cli(env, "verify", "--json")
+    assert verify.returncode == 0 and json.loads(verify.stdout) == [], verify.stdout + verify.stderr
 
 
 def test_ctrl_c_stops_the_command_and_a_rerun_finishes_the_run(
@@ -363,8 +316,6 @@ def test_workers_share_a_qdrant_server(
 def test_rabbitmq_works_as_the_broker(
     tmp_path: Path, migrated: str, workers: Callable[..., Worker], amqp_url: str, tiny_encoder
 ) -> None:
-    from kombu import Connection
-
     catalog = make_catalog(tmp_path / "catalog", 12)
     env = queue_environment(broker_url=amqp_url, db_url=migrated, data_dir=tmp_path / "data")
     worker = workers(env).wait_ready()
