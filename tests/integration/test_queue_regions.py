@@ -10,8 +10,8 @@ import pytest
 
 from sketchtext.plugin.settings import Settings
 from sketchtext.plugin.store.open import open_store
-from tests.integration.processes import queue_environment
-from tests.integration.test_queue import make_catalog, migrated, run_cli, workers  # noqa: F401 (fixtures)
+from tests.integration.processes import queue_environment, run_cli
+from tests.integration.test_queue import make_catalog
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -30,8 +30,8 @@ def region_rows(env: dict[str, str], collection: str) -> dict[str, np.ndarray]:
 
 def test_a_worker_writes_the_region_rows_an_inline_ingest_writes(
     tmp_path: Path,
-    migrated: str,  # noqa: F811 (the fixture imported above)
-    workers,  # noqa: F811
+    migrated: str,
+    workers,
     redis_url: str,
 ) -> None:
     catalog = make_catalog(tmp_path / "catalog", 8)
