@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,12 @@ from sketchtext.plugin.settings import Settings
 TINY_SPEC = "open_clip:sketchtext-tiny"
 POSTGRES_ENV = "SKETCHTEXT_TEST_POSTGRES_URL"
 REDIS_ENV = "SKETCHTEXT_TEST_REDIS_URL"
+
+# A suite started in the background by a non-interactive shell inherits SIGINT ignored, and so would every command a
+# test starts, so the Ctrl-C tests would see their signal dropped (the ingest then simply finishes). A handler of our
+# own is reset to the default in each child, which then turns SIGINT into KeyboardInterrupt as a terminal would.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def docker_answers() -> bool:
