@@ -65,6 +65,10 @@ def test_int8_agrees_with_fp32_and_its_export_is_made_once(tmp_path: Path, photo
     assert first.precision == second.precision == "int8"
     assert len(exports) == 1  # the second load found the first one's export
     assert "reusing the int8 image tower" in caplog.text
+    ops = {node.op_type for node in onnx.load(str(first.image_tower.path)).graph.node}
+    assert "MatMulInteger" in ops and "Conv" in ops and "ConvInteger" not in ops  # MatMuls int8, the patch conv fp32
+    options = first.image_tower.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"  # idle threads free the cores
     assert first.fingerprint == fp32.fingerprint  # the rule: int8 vectors share the model's collections
     measured = first.agreement["int8"]
     assert measured["cosine"] >= precision.AUTO_MIN_COSINE

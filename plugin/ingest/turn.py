@@ -13,6 +13,8 @@ class ModelTurn:
 
     Overlapped, they would take cores from the model's threads, and each pause of one of those threads stalls the
     others at the next barrier: on 2 cores decoding beside the forward cost it about twice decoding's own CPU time.
+    The same holds for onnxruntime's int8 tower, with or without its threads spinning (measured overlapped vs gated
+    on 2 shared cores: no faster for ViT-S-32 or ViT-B-32, tests/benchmarks/README.md), so one rule serves both.
     Beside a GPU the CPU is free while the model runs, and everything overlaps."""
 
     def __init__(self, device: str) -> None:

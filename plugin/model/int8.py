@@ -40,7 +40,9 @@ GRAPH = "image.int8.onnx"
 MANIFEST = "manifest.json"
 # onnxruntime's dynamic quantisation: int8 weights, one scale per output channel (closer to fp32 on the check photos
 # than one per tensor for ViT-B-32 and ViT-S-32; speed alike within one busy-machine run), activations per batch.
-QUANTISATION = {"weight_type": "QInt8", "per_channel": True}
+# MatMuls only: onnxruntime's ConvInteger ran slower than its fp32 Conv and further from fp32 (a ViT's one conv is its
+# patch embedding; a CNN tower keeps its convs in fp32), as onnxruntime advises dynamic int8 for transformers.
+QUANTISATION: dict[str, Any] = {"weight_type": "QInt8", "per_channel": True, "op_types": ["MatMul"]}
 
 
 def require_runtime() -> None:
@@ -78,6 +80,9 @@ class Int8Tower:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle threads sleep instead of spinning: spinning after each run took the cores decode threads need between
+        # forwards (ingest's ModelTurn), and on a shared CPU it burns this process's share (tests/benchmarks/README).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = path
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
@@ -103,7 +108,11 @@ def build_tower(encoder: ClipEncoder, folder: Path) -> None:
         quant_pre_process(str(work / "fp32.onnx"), str(work / "pre.onnx"))  # shapes and fusions the quantiser needs
         weights = getattr(QuantType, str(QUANTISATION["weight_type"]))
         quantize_dynamic(
-            work / "pre.onnx", work / GRAPH, weight_type=weights, per_channel=bool(QUANTISATION["per_channel"])
+            work / "pre.onnx",
+            work / GRAPH,
+            weight_type=weights,
+            per_channel=bool(QUANTISATION["per_channel"]),
+            op_types_to_quantize=list(QUANTISATION["op_types"]),
         )
         (work / "fp32.onnx").unlink()
         (work / "pre.onnx").unlink()
