@@ -137,3 +137,40 @@ def test_a_collection_made_with_fp32_is_searched_with_int8(settings: Settings, c
         assert hits[0].key == reference[0].key == key  # each photo as a sketch finds itself first
         scores = {h.key: h.score for h in reference}
         assert all(abs(h.score - scores[h.key]) < 0.01 for h in hits if h.key in scores)
+
+
+def mini_with_checkpoint() -> tuple[str, Path]:
+    bundle = bundle_dir()
+    return f"open_clip:sketchtext-mini@{bundle / 'mini-clip.safetensors'}", bundle / "method"
+
+
+@pytest.mark.parametrize("tower", ["vit", "cnn-checkpoint"])
+def test_int8_gives_the_photo_regions_too_when_they_agree(tmp_path: Path, photos, tower: str) -> None:
+    spec, checkpoint = (TINY_SPEC, None) if tower == "vit" else mini_with_checkpoint()
+    encoder = load_encoder(spec, device="cpu", precision="int8", checkpoint=checkpoint, models_dir=tmp_path)
+    fp32 = load_encoder(spec, device="cpu", precision="fp32", checkpoint=checkpoint)
+    assert encoder.precision == "int8" and encoder.image_tower.has_tokens and encoder.image_tower.regions
+    measured = encoder.agreement["int8"]
+    assert measured["regions_cosine"] >= precision.AUTO_MIN_COSINE
+    assert measured["regions_top10_overlap"] >= precision.AUTO_MIN_TOP10_OVERLAP
+    pixels = encoder.preprocess_images(photos)
+    vectors, regions = encoder.encode_image_regions(pixels)
+    reference_vectors, reference = fp32.encode_image_regions(pixels)
+    assert regions.shape == reference.shape == (len(photos), encoder.region_grid**2, encoder.dim)
+    assert not np.array_equal(regions, reference)  # onnxruntime's int8 ran, not torch
+    assert (regions * reference).sum(-1).min() >= 0.999
+    np.testing.assert_allclose(np.linalg.norm(regions, axis=-1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(vectors, encoder.encode_images(photos))  # one int8 pass gives both
+    assert (vectors * reference_vectors).sum(-1).min() >= 0.999
+
+
+def test_int8_regions_that_disagree_stay_fp32(tmp_path: Path, photos, monkeypatch, caplog) -> None:
+    monkeypatch.setattr(int8, "int8_agreement", lambda encoder, tower: ((1.0, 1.0), (0.9, 0.5)))
+    with caplog.at_level(logging.WARNING, logger="sketchtext.plugin.model.int8"):
+        encoder = load_encoder(TINY_SPEC, device="cpu", precision="int8", models_dir=tmp_path)
+    assert encoder.precision == "int8" and not encoder.image_tower.regions  # the features are int8, the regions not
+    assert "int8 regions refused" in caplog.text and "photo regions stay fp32" in caplog.text
+    assert encoder.agreement["int8"]["regions_cosine"] == 0.9
+    fp32 = load_encoder(TINY_SPEC, device="cpu", precision="fp32")
+    pixels = encoder.preprocess_images(photos)
+    np.testing.assert_array_equal(encoder.encode_image_regions(pixels)[1], fp32.encode_image_regions(pixels)[1])

@@ -6,9 +6,9 @@ torch and open_clip are imported inside functions so that importing the library 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -23,6 +23,17 @@ if TYPE_CHECKING:
     Pixels = torch.Tensor | list[torch.Tensor]  # what `ClipEncoder.image_pixels` gives, for `encode_image_tensors`
 
 log = logging.getLogger(__name__)
+
+
+class ImageTower(Protocol):
+    """An image tower outside torch (`model.int8.Int8Tower`): preprocessed float32 pixels to features, and with
+    `regions` (its tokens agree with fp32) to the projected patch tokens too."""
+
+    regions: bool
+
+    def __call__(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]: ...
+
+    def with_tokens(self, pixels: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.float32]]: ...
 
 
 class ClipEncoder:
@@ -44,7 +55,7 @@ class ClipEncoder:
         if not self.dim:
             self.dim = int(self.model.visual.output_dim)
         self.pixel_steps = split_preprocess(preprocess)
-        self.image_tower: Callable[[NDArray[np.float32]], NDArray[np.float32]] | None = None  # int8 (model/int8.py)
+        self.image_tower: ImageTower | None = None  # int8 (model/int8.py)
         self.agreement: dict[str, dict[str, float]] = {}  # what the precision check measured, by precision
 
     @property
@@ -110,19 +121,24 @@ class ClipEncoder:
 
     def encode_image_regions(self, pixels: Pixels) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         """The global vectors (N, D) and the region vectors (N, grid², D) of the same pass: the tower's projected
-        patch tokens (CNN: feature-map cells) pooled over `region_grid` × `region_grid` cells, L2-normalised."""
+        patch tokens (CNN: feature-map cells) pooled over `region_grid` × `region_grid` cells, L2-normalised; from the
+        int8 tower when its tokens were admitted too, else from the torch model."""
         import torch
 
-        from sketchtext.plugin.model.composer import images_with_tokens, pool_regions
+        from sketchtext.plugin.model.composer import image_tokens, pool_regions
 
         with torch.inference_mode():
-            pooled, tokens = images_with_tokens(self.model, self.tower_input(pixels))
+            if self.image_tower is not None and self.image_tower.regions:
+                features, cells = self.image_tower.with_tokens(self.tower_input(pixels).float().cpu().numpy())
+                pooled, tokens = torch.from_numpy(features), torch.from_numpy(cells)
+            else:
+                pooled, tokens = image_tokens(self.model, self.tower_input(pixels))
             regions = pool_regions(tokens, self.region_grid)
         return _normalised(pooled), regions.float().cpu().numpy().astype(np.float32, copy=False)
 
     def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
         """V(pixels) for the tower's input (`tower_input`), not normalised: the int8 tower when one was admitted,
-        else the torch model at its dtype. (Regions come from the torch model: the int8 tower gives no tokens.)"""
+        else the torch model at its dtype."""
         import torch
 
         if self.image_tower is not None:

@@ -225,14 +225,21 @@ def timm_regions(visual: Any, pixels: torch.Tensor) -> tuple[torch.Tensor, torch
 
 def images_with_tokens(model: Any, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """V(pixels) L2-normalised (B, D) and its patch tokens (CNN: feature-map cells) projected, (B, h, w, D)."""
+    pooled, tokens = image_tokens(model, pixels)
+    return F.normalize(pooled, dim=-1), tokens
+
+
+def image_tokens(model: Any, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """V(pixels) not normalised (B, D) and its patch tokens (CNN: feature-map cells) projected, (B, h, w, D), both
+    float32: one pass of the tower, as the int8 graph exports it."""
     cnn = timm_regions(model.visual, pixels)
     if cnn is not None:
-        return F.normalize(cnn[0].float(), dim=-1), cnn[1].float()
+        return cnn[0].float(), cnn[1].float()
     with visual_tokens(model) as visual:
         pooled, tokens = visual(pixels)
     tokens = tokens @ visual.proj if visual.proj is not None else tokens
     h, w = visual.grid_size
-    return F.normalize(pooled.float(), dim=-1), tokens.float().reshape(tokens.shape[0], h, w, -1)
+    return pooled.float(), tokens.float().reshape(tokens.shape[0], h, w, -1)
 
 
 def pool_regions(tokens: torch.Tensor, grid: int) -> torch.Tensor:

@@ -4,6 +4,9 @@ admitted only when it agrees with fp32 on the check photos.
 The export lives in `<models dir>/int8/<fingerprint slug>/` (`image.int8.onnx` and `manifest.json`), made once per
 model fingerprint (a checkpoint's tuned norms are in the fingerprint and in the export) and reused by every later
 load; a lock keeps two processes from exporting the same model at once. The text tower and C_v2w stay in torch.
+Where the tower has patch tokens (a ViT, or a timm CNN's feature-map cells), the graph gives them beside the features
+in the same pass, so a collection with photo regions is ingested at int8 speed too; its regions pass the same check
+(pooled as the store pools them) or stay on the torch fp32 tower while the global vectors use int8.
 
 The rule for collections: an int8 tower is used only when it passes the same check `auto` runs for bf16/fp16 (lowest
 cosine and top-10 neighbour overlap against fp32), so its vectors keep the model's fingerprint and share collections
@@ -35,7 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FORMAT = "sketchtext-int8/1"
+FORMAT = "sketchtext-int8/2"  # /2: the graph also gives the patch tokens
 GRAPH = "image.int8.onnx"
 MANIFEST = "manifest.json"
 # onnxruntime's dynamic quantisation: int8 weights, one scale per output channel (closer to fp32 on the check photos
@@ -70,7 +73,9 @@ def tower_folder(models_dir: Path, fingerprint: str) -> Path:
 
 
 class Int8Tower:
-    """The quantised image tower in an onnxruntime session: preprocessed float32 pixels (N, 3, H, W) to features."""
+    """The quantised image tower in an onnxruntime session: preprocessed float32 pixels (N, 3, H, W) to features,
+    and to the projected patch tokens (N, h, w, D) when the graph has them (`has_tokens`); `regions` says whether the
+    tokens passed the agreement check (`admit_int8`)."""
 
     def __init__(self, path: Path, threads: int) -> None:
         import onnxruntime as ort
@@ -86,10 +91,21 @@ class Int8Tower:
         self.path = path
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
+        self.outputs = [output.name for output in self.session.get_outputs()]
+        self.has_tokens = len(self.outputs) == 2
+        self.regions = False
 
     def __call__(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
-        output = self.session.run(None, {self.input: np.ascontiguousarray(pixels, np.float32)})[0]
-        return np.asarray(output, np.float32)
+        return self.run(pixels, self.outputs[:1])[0]
+
+    def with_tokens(self, pixels: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """(features (N, D), projected patch tokens (N, h, w, D)) of one pass."""
+        features, tokens = self.run(pixels, self.outputs)
+        return features, tokens
+
+    def run(self, pixels: NDArray[np.float32], outputs: list[str]) -> list[NDArray[np.float32]]:
+        got = self.session.run(outputs, {self.input: np.ascontiguousarray(pixels, np.float32)})
+        return [np.asarray(output, np.float32) for output in got]
 
 
 def build_tower(encoder: ClipEncoder, folder: Path) -> None:
@@ -98,13 +114,19 @@ def build_tower(encoder: ClipEncoder, folder: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from sketchtext.plugin.model.onnx_graph import ImageTower, export_graph
+    from sketchtext.plugin.model.onnx_graph import ImageTokenTower, ImageTower, export_graph
 
     side = encoder.image_size
+    pixels = torch.zeros(2, 3, side, side)
     folder.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
     try:
-        export_graph(ImageTower(encoder.model), (torch.zeros(2, 3, side, side),), work / "fp32.onnx", ["pixels"])
+        tokens = has_tokens(encoder.model, pixels)
+        if tokens:
+            tower = ImageTokenTower(encoder.model)
+            export_graph(tower, (pixels,), work / "fp32.onnx", ["pixels"], outputs=("features", "tokens"))
+        else:
+            export_graph(ImageTower(encoder.model), (pixels,), work / "fp32.onnx", ["pixels"], outputs=("features",))
         quant_pre_process(str(work / "fp32.onnx"), str(work / "pre.onnx"))  # shapes and fusions the quantiser needs
         weights = getattr(QuantType, str(QUANTISATION["weight_type"]))
         quantize_dynamic(
@@ -121,6 +143,7 @@ def build_tower(encoder: ClipEncoder, folder: Path) -> None:
             "fingerprint": encoder.fingerprint,
             "image_size": side,
             "quantisation": QUANTISATION,
+            "tokens": tokens,
             "versions": export_versions(),
         }
         write_atomic(work / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
@@ -130,6 +153,21 @@ def build_tower(encoder: ClipEncoder, folder: Path) -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log.info("exported the int8 image tower of %s to %s", encoder.fingerprint, folder)
+
+
+def has_tokens(model: Any, pixels: Any) -> bool:
+    """Whether the image tower gives projected patch tokens (or feature-map cells), the photo regions' source."""
+    import torch
+
+    from sketchtext.plugin.errors import ConfigError
+    from sketchtext.plugin.model.composer import image_tokens
+
+    try:
+        with torch.inference_mode():
+            image_tokens(model, pixels.to(next(model.parameters()).device))
+    except ConfigError:  # neither a ViT with tokens nor a timm CNN with a linear head
+        return False
+    return True
 
 
 def export_versions() -> dict[str, str]:
@@ -166,14 +204,29 @@ def current(folder: Path, fingerprint: str) -> bool:
     )
 
 
-def int8_agreement(encoder: ClipEncoder, tower: Any) -> tuple[float, float]:
-    """(lowest cosine, mean top-10 overlap) between the encoder's fp32 image tower and `tower` on the check photos."""
+Agreement = tuple[float, float]  # (lowest cosine, mean top-10 overlap), as `precision.agreement` measures
+
+
+def int8_agreement(encoder: ClipEncoder, tower: Int8Tower) -> tuple[Agreement, Agreement | None]:
+    """The agreement between the encoder's fp32 image tower and `tower` on the check photos: of the features, and of
+    the region vectors pooled at the encoder's grid (None when the graph has no tokens)."""
     import torch
+
+    from sketchtext.plugin.model.composer import image_tokens, pool_regions
 
     pixels = encoder.preprocess_images(check_photos())
     with torch.inference_mode():
-        reference = encoder.model.encode_image(pixels.to(encoder.device, encoder.dtype))
-    return agreement(reference, tower(pixels.numpy()))
+        reference, reference_tokens = (
+            image_tokens(encoder.model, pixels.to(encoder.device, encoder.dtype))
+            if tower.has_tokens
+            else (encoder.model.encode_image(pixels.to(encoder.device, encoder.dtype)), None)
+        )
+    if reference_tokens is None:
+        return agreement(reference, tower(pixels.numpy())), None
+    features, tokens = tower.with_tokens(pixels.numpy())
+    grid = encoder.region_grid
+    regions = pool_regions(torch.from_numpy(tokens), grid).flatten(0, 1)
+    return agreement(reference, features), agreement(pool_regions(reference_tokens, grid).flatten(0, 1), regions)
 
 
 def admit_int8(encoder: ClipEncoder, models_dir: Path | None = None) -> bool:
@@ -187,8 +240,11 @@ def admit_int8(encoder: ClipEncoder, models_dir: Path | None = None) -> bool:
                     exc)  # fmt: skip
         log.debug("int8 export failed", exc_info=True)
         return False
-    cosine, overlap = int8_agreement(encoder, tower)
-    encoder.agreement = {"int8": {"cosine": round(cosine, 6), "top10_overlap": round(overlap, 4)}}
+    (cosine, overlap), regions = int8_agreement(encoder, tower)
+    measured = {"cosine": round(cosine, 6), "top10_overlap": round(overlap, 4)}
+    if regions is not None:
+        measured |= {"regions_cosine": round(regions[0], 6), "regions_top10_overlap": round(regions[1], 4)}
+    encoder.agreement = {"int8": measured}
     if not agrees(cosine, overlap):
         log.warning(
             "int8 refused for %s: against fp32 on the check photos its lowest cosine is %.5f and its top-10 overlap "
@@ -202,5 +258,14 @@ def admit_int8(encoder: ClipEncoder, models_dir: Path | None = None) -> bool:
         return False
     log.info("precision int8 for %s: agrees with fp32 at cosine %.5f, top-10 overlap %.3f", encoder.fingerprint,
              cosine, overlap)  # fmt: skip
+    if regions is not None:
+        tower.regions = agrees(*regions)
+        if not tower.regions:
+            log.warning(
+                "int8 regions refused for %s: against fp32 on the check photos their lowest cosine is %.5f and their "
+                "top-10 overlap %.3f; photo regions stay fp32",
+                encoder.fingerprint,
+                *regions,
+            )
     encoder.image_tower = tower
     return True

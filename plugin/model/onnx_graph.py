@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from sketchtext.plugin.errors import ModelError
-from sketchtext.plugin.model.composer import encode_sequences
+from sketchtext.plugin.model.composer import encode_sequences, image_tokens
 
 DEFAULT_OPSET = 18
 
@@ -25,6 +25,18 @@ class ImageTower(nn.Module):
         return self.model.encode_image(pixels)
 
 
+class ImageTokenTower(nn.Module):
+    """V and its projected patch tokens as one graph: pixels (B, 3, H, W) to (features (B, D), tokens (B, h, w, D)),
+    neither normalised; the caller pools the tokens into regions (`composer.pool_regions`)."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return image_tokens(self.model, pixels)
+
+
 class TextTower(nn.Module):
     """T_t as a graph: token embeddings (B, L, d) and the EOT positions (B,) to text features (B, D)."""
 
@@ -37,7 +49,12 @@ class TextTower(nn.Module):
 
 
 def export_graph(
-    module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, names: list[str], opset: int = DEFAULT_OPSET
+    module: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    path: Path,
+    names: list[str],
+    opset: int = DEFAULT_OPSET,
+    outputs: tuple[str, ...] = ("output",),
 ) -> None:
     """One graph through torch's exporter (torch.export, then onnxscript): every input's first axis is the batch;
     `embeddings` has a dynamic length too."""
@@ -52,7 +69,7 @@ def export_graph(
             module.eval(),
             args,
             input_names=names,
-            output_names=["output"],
+            output_names=list(outputs),
             dynamic_shapes=tuple(shapes[name] for name in names),
             opset_version=opset,
             dynamo=True,
