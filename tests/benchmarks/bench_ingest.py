@@ -2,12 +2,14 @@
 
     python tests/benchmarks/bench_ingest.py --arch sketchtext-tiny --arch ViT-B-32 --precision fp32 --precision bf16
     python tests/benchmarks/bench_ingest.py --arch ViT-B-32 --arch ViT-S-32 --precision fp32 --precision int8
+    python tests/benchmarks/bench_ingest.py --arch ViT-B-32 --precision fp32 --precision int8 --regions
 
 Prints one JSON object: per (arch, precision), images/s of the full `sketchtext ingest` path (read, decode, encode,
 SQL and Qdrant writes, into a fresh embedded store) and of the bare forward on already decoded tensors, and their ratio.
 Each of `--repeats` rounds runs both for every precision, in alternating order (precisions a, b then b, a; bare then
 ingest, then ingest then bare, ...), and gives one ratio each, plus each precision's full ingest against the first
-one's in the same round; the medians count. int8 exports go to `<cache>/models` (made once, reused by later runs).
+one's in the same round; the medians count. `--regions` ingests into collections with photo regions, and the bare
+forward is then the pass that gives the global and the region vectors (`encode_image_regions`). int8 exports go to `<cache>/models` (made once, reused by later runs).
 This project's shared machines drift in speed by 10 % and more within minutes, so only passes next to each other in
 time are compared.
 """
@@ -49,19 +51,22 @@ def decoded_pixels(encoder, catalog: Path):
     return encoder.preprocess_images([Image.open(entry.path).convert("RGB") for entry in scan_catalog(catalog)])
 
 
-def bare_forward(encoder, pixels, batch_size: int) -> float:
+def bare_forward(encoder, pixels, batch_size: int, regions: bool) -> float:
     """Images/s of the image tower alone on decoded, preprocessed tensors."""
-    encoder.encode_image_tensors(pixels[:batch_size])  # warm-up
+    forward = encoder.encode_image_regions if regions else encoder.encode_image_tensors
+    forward(pixels[:batch_size])  # warm-up
     started = time.perf_counter()
     for i in range(0, len(pixels), batch_size):
-        encoder.encode_image_tensors(pixels[i : i + batch_size])
+        forward(pixels[i : i + batch_size])
     return len(pixels) / (time.perf_counter() - started)
 
 
-def full_ingest(encoder, catalog: Path, batch_size: int) -> tuple[float, dict]:
+def full_ingest(encoder, catalog: Path, batch_size: int, regions: bool) -> tuple[float, dict]:
     """Images/s of the whole ingest path into a fresh embedded store and SQLite file."""
     with tempfile.TemporaryDirectory() as data:
-        settings = Settings(data_dir=Path(data), model={"spec": "unused", "batch_size": batch_size})
+        settings = Settings(
+            data_dir=Path(data), model={"spec": "unused", "batch_size": batch_size}, store={"regions": regions}
+        )
         with SketchTextPlugin(settings, encoder=encoder) as plugin:
             plugin.db.ensure_schema(auto_upgrade=True)  # schema creation is set-up, not ingest
             result = plugin.ingest(catalog, batch_size=batch_size).as_dict()
@@ -77,6 +82,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--regions", action="store_true", help="collections with photo regions")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "sketchtext-bench")
     args = parser.parse_args()
     catalog = make_catalog(args.cache, args.photos, args.size)
@@ -96,10 +102,10 @@ def main() -> None:
                 encoder = encoders[precision]
                 bare_first = round_ % 2 == 0
                 if bare_first:
-                    bare = bare_forward(encoder, pixels, args.batch_size)
-                ingest, result = full_ingest(encoder, catalog, args.batch_size)
+                    bare = bare_forward(encoder, pixels, args.batch_size, args.regions)
+                ingest, result = full_ingest(encoder, catalog, args.batch_size, args.regions)
                 if not bare_first:
-                    bare = bare_forward(encoder, pixels, args.batch_size)
+                    bare = bare_forward(encoder, pixels, args.batch_size, args.regions)
                 if precision not in summaries or ingest > summaries[precision]["images_per_s"]:
                     summaries[precision] = result
                 pairs[precision].append((bare, ingest))
@@ -130,6 +136,7 @@ def main() -> None:
                 "photos": sum(1 for _ in scan_catalog(catalog)),
                 "photo_size": args.size,
                 "batch_size": args.batch_size,
+                "regions": args.regions,
                 "torch_threads": torch.get_num_threads(),
                 "machine": platform.machine(),
                 "cpus": os.cpu_count(),
