@@ -9,7 +9,8 @@ SQL and Qdrant writes, into a fresh embedded store) and of the bare forward on a
 Each of `--repeats` rounds runs both for every precision, in alternating order (precisions a, b then b, a; bare then
 ingest, then ingest then bare, ...), and gives one ratio each, plus each precision's full ingest against the first
 one's in the same round; the medians count. `--regions` ingests into collections with photo regions, and the bare
-forward is then the pass that gives the global and the region vectors (`encode_image_regions`). int8 exports go to `<cache>/models` (made once, reused by later runs).
+forward is then the pass that gives the global and the region vectors (`encode_image_regions`). int8 exports go
+to `<cache>/models` (made once, reused by later runs).
 This project's shared machines drift in speed by 10 % and more within minutes, so only passes next to each other in
 time are compared.
 """
