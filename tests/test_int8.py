@@ -43,6 +43,11 @@ def exports(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     return made
 
 
+def mini_with_checkpoint() -> tuple[str, Path]:
+    bundle = bundle_dir()
+    return f"open_clip:sketchtext-mini@{bundle / 'mini-clip.safetensors'}", bundle / "method"
+
+
 def break_scales(encoder, folder: Path) -> None:
     """A deliberately broken quantisation: the real one, then every weight scale off by up to ±60 % (a fixed seed)."""
     BUILD(encoder, folder)
@@ -105,13 +110,12 @@ def test_int8_is_for_the_cpu() -> None:
 
 
 def test_a_checkpoint_exports_with_its_tuned_norms(tmp_path: Path, photos, exports) -> None:
-    bundle = bundle_dir()
-    spec = f"open_clip:sketchtext-mini@{bundle / 'mini-clip.safetensors'}"
-    tuned = load_encoder(spec, device="cpu", precision="int8", checkpoint=bundle / "method", models_dir=tmp_path)
+    spec, checkpoint = mini_with_checkpoint()
+    tuned = load_encoder(spec, device="cpu", precision="int8", checkpoint=checkpoint, models_dir=tmp_path)
     base = load_encoder(spec, device="cpu", precision="int8", models_dir=tmp_path)
     assert tuned.precision == base.precision == "int8"
     assert len(exports) == 2 and exports[0] != exports[1]  # one per fingerprint: the checkpoint's is its own
-    tuned_fp32 = load_encoder(spec, device="cpu", precision="fp32", checkpoint=bundle / "method")
+    tuned_fp32 = load_encoder(spec, device="cpu", precision="fp32", checkpoint=checkpoint)
     got, expected = tuned.encode_images(photos), tuned_fp32.encode_images(photos)
     assert (got * expected).sum(axis=1).min() >= 0.999
     assert (base.encode_images(photos) * expected).sum(axis=1).min() < 0.99  # the tuned norms made the difference
@@ -137,11 +141,6 @@ def test_a_collection_made_with_fp32_is_searched_with_int8(settings: Settings, c
         assert hits[0].key == reference[0].key == key  # each photo as a sketch finds itself first
         scores = {h.key: h.score for h in reference}
         assert all(abs(h.score - scores[h.key]) < 0.01 for h in hits if h.key in scores)
-
-
-def mini_with_checkpoint() -> tuple[str, Path]:
-    bundle = bundle_dir()
-    return f"open_clip:sketchtext-mini@{bundle / 'mini-clip.safetensors'}", bundle / "method"
 
 
 @pytest.mark.parametrize("tower", ["vit", "cnn-checkpoint"])

@@ -216,13 +216,10 @@ def int8_agreement(encoder: ClipEncoder, tower: Int8Tower) -> tuple[Agreement, A
 
     pixels = encoder.preprocess_images(check_photos())
     with torch.inference_mode():
-        reference, reference_tokens = (
-            image_tokens(encoder.model, pixels.to(encoder.device, encoder.dtype))
-            if tower.has_tokens
-            else (encoder.model.encode_image(pixels.to(encoder.device, encoder.dtype)), None)
-        )
-    if reference_tokens is None:
-        return agreement(reference, tower(pixels.numpy())), None
+        on_device = pixels.to(encoder.device, encoder.dtype)
+        if not tower.has_tokens:
+            return agreement(encoder.model.encode_image(on_device), tower(pixels.numpy())), None
+        reference, reference_tokens = image_tokens(encoder.model, on_device)
     features, tokens = tower.with_tokens(pixels.numpy())
     grid = encoder.region_grid
     regions = pool_regions(torch.from_numpy(tokens), grid).flatten(0, 1)
